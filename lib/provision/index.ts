@@ -1,0 +1,10 @@
+export { AttachedDeviceProvisioner, type AttachedDeviceOptions } from './attached.js';
+export { abortError, isAbortError } from './errors.js';
+export { releaseOnce } from './release.js';
+export type {
+  ProvisionedVolume,
+  ProvisionOptions,
+  ProvisionProgress,
+  VolumeProvisioner,
+} from './types.js';
+export { withProvisionedVolume } from './with-volume.js';
