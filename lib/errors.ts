@@ -1,0 +1,242 @@
+/**
+ * The error classes of lba-status. Every error has a stable `code`; messages say what to do.
+ *
+ * | class | code | when |
+ * |---|---|---|
+ * | {@link DeviceSystemError} | `ENOENT`, `EACCES`, `EPERM`, `ENOTTY`, … | a system call failed (open, ioctl) |
+ * | {@link ScsiError} | `ERR_SCSI_<SENSE KEY or STATUS>` | the device answered CHECK CONDITION or another bad status |
+ * | {@link TransportError} | `ERR_SCSI_TRANSPORT` | the command did not complete (host/driver status) |
+ * | {@link MalformedReplyError} | `ERR_LBA_STATUS_MALFORMED` | the device's reply breaks the standard; never skipped |
+ * | {@link DeviceClosedError} | `ERR_LBA_STATUS_DEVICE_CLOSED` | the device handle was closed |
+ * | {@link AbortError} | `ABORT_ERR` | the AbortSignal fired |
+ */
+import { getSystemErrorMap } from 'node:util';
+import {
+  ascName,
+  driverStatusName,
+  hex2,
+  hostStatusHint,
+  hostStatusName,
+  ScsiStatus,
+  scsiStatusName,
+  senseKeyName,
+} from './scsi/names.js';
+import type { DecodedSense, FieldPointer } from './scsi/sense.js';
+
+/** What to do about each errno, in the context of opening a device and sending it SG_IO. */
+const errnoHints: Record<string, string> = {
+  ENOENT: 'the device node does not exist; check the path (ls -l /dev/sg* /dev/sd*)',
+  EACCES:
+    'no permission to open the node read-write: run as root, or give the user write access to the /dev/sgN node (group disk, or a udev rule)',
+  EPERM:
+    'the kernel refused this command on this node: a 32-byte CDB through /dev/sdX needs CAP_SYS_RAWIO; run as root, grant CAP_SYS_RAWIO, or use the sg node (/dev/sgN opened read-write needs no capability)',
+  ENOTTY: 'not a SCSI device: SG_IO works on /dev/sgN and SCSI disks /dev/sdX only',
+  EISDIR: 'a directory is not a device; pass a device node such as /dev/sg1 or /dev/sdb',
+  EINVAL: 'the kernel rejected the SG_IO request (CDB longer than 32 bytes or a bad header)',
+  EIO: 'the transfer is larger than the device queue allows: use a smaller allocation length',
+  ENXIO: 'the device is gone (detached or logged out)',
+  ENODEV: 'the device is gone (detached or logged out)',
+  EBUSY: 'the device is busy (opened exclusively by someone else)',
+  ENOMEM: 'the kernel could not allocate memory for the transfer: use a smaller allocation length',
+  EROFS: 'the node is on a read-only file system; open it read-only is not enough for SG_IO',
+};
+
+/**
+ * A failed system call, shaped like Node's own fs errors: `code`, `errno` (negative), `syscall`,
+ * `path`, and a message `CODE: description, syscall 'path'` followed by what to do.
+ */
+export class DeviceSystemError extends Error {
+  override name = 'DeviceSystemError';
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string;
+  readonly path: string;
+  /** What to do about it. */
+  readonly hint: string | undefined;
+
+  constructor(errno: number, syscall: string, path: string, options?: { cause?: unknown }) {
+    const negative = -Math.abs(errno);
+    const [code, description] = getSystemErrorMap().get(negative) ?? [
+      `E${Math.abs(errno)}`,
+      'unknown error',
+    ];
+    const hint = errnoHints[code];
+    super(`${code}: ${description}, ${syscall} '${path}'${hint ? ` (${hint})` : ''}`, options);
+    this.code = code;
+    this.errno = negative;
+    this.syscall = syscall;
+    this.path = path;
+    this.hint = hint;
+  }
+
+  /** Wraps an error thrown by node:fs (already Node-shaped) and adds the hint. */
+  static fromNode(error: NodeJS.ErrnoException, path: string): DeviceSystemError | Error {
+    if (typeof error.errno !== 'number') return error;
+    return new DeviceSystemError(error.errno, error.syscall ?? 'open', error.path ?? path, {
+      cause: error,
+    });
+  }
+}
+
+/** What to do about each sense key (appended to messages). */
+const senseHints: Record<number, string> = {
+  0x2: 'the device is not ready; retry later',
+  0x3: 'the medium reported an unrecoverable error',
+  0x4: 'the device reported a hardware failure',
+  0x6: 'the device was reset or changed; the command can be retried',
+  0x7: 'the device is write-protected',
+  0xb: 'the device aborted the command; retry',
+};
+
+/** Options common to errors raised for one command. */
+interface CommandContext {
+  /** Command name, e.g. `GET LBA STATUS(32)`. */
+  command: string;
+  /** Device node the command was sent to. */
+  path: string;
+}
+
+/**
+ * The device completed the command with CHECK CONDITION (sense decoded) or another non-GOOD
+ * status (BUSY, TASK SET FULL, RESERVATION CONFLICT…).
+ */
+export class ScsiError extends Error {
+  override name = 'ScsiError';
+  /** `ERR_SCSI_ILLEGAL_REQUEST`, `ERR_SCSI_UNIT_ATTENTION`, `ERR_SCSI_BUSY`, … */
+  readonly code: string;
+  readonly command: string;
+  readonly path: string;
+  /** SCSI status byte and its name. */
+  readonly status: number;
+  readonly statusName: string;
+  /** Sense key, ASC and ASCQ (undefined when there was no sense data). */
+  readonly senseKey: number | undefined;
+  readonly senseKeyName: string | undefined;
+  readonly asc: number | undefined;
+  readonly ascq: number | undefined;
+  /** The ASC/ASCQ's standard description. */
+  readonly ascName: string | undefined;
+  readonly fieldPointer: FieldPointer | undefined;
+  /** Raw sense bytes as written by the device. */
+  readonly sense: Uint8Array;
+
+  constructor(
+    context: CommandContext,
+    status: number,
+    sense: Uint8Array,
+    decoded: DecodedSense | undefined,
+  ) {
+    const statusText = scsiStatusName(status);
+    let message: string;
+    let code: string;
+    if (decoded) {
+      const keyName = senseKeyName(decoded.senseKey);
+      const what = ascName(decoded.asc, decoded.ascq);
+      const pointer = decoded.fieldPointer
+        ? `, error in ${decoded.fieldPointer.inCdb ? 'CDB' : 'parameter data'} byte ${decoded.fieldPointer.byte}${decoded.fieldPointer.bit === undefined ? '' : ` bit ${decoded.fieldPointer.bit}`}`
+        : '';
+      const hint = senseHints[decoded.senseKey];
+      message = `${context.command} on '${context.path}': ${keyName.replaceAll('_', ' ')}, ${what} (sense key 0x${decoded.senseKey.toString(16)}, ASC/ASCQ 0x${hex2(decoded.asc)}/0x${hex2(decoded.ascq)}${pointer})${hint ? `: ${hint}` : ''}`;
+      code = `ERR_SCSI_${keyName}`;
+    } else {
+      const hint =
+        status === ScsiStatus.BUSY || status === ScsiStatus.TASK_SET_FULL
+          ? ': the device is overloaded; retry later or lower the concurrency'
+          : status === ScsiStatus.RESERVATION_CONFLICT
+            ? ': another initiator holds a reservation on the device'
+            : '';
+      message = `${context.command} on '${context.path}': SCSI status ${statusText} (0x${hex2(status)})${sense.length ? ' with unrecognised sense data' : ''}${hint}`;
+      code = `ERR_SCSI_${statusText}`;
+    }
+    super(message);
+    this.code = code;
+    this.command = context.command;
+    this.path = context.path;
+    this.status = status;
+    this.statusName = statusText;
+    this.senseKey = decoded?.senseKey;
+    this.senseKeyName = decoded ? senseKeyName(decoded.senseKey) : undefined;
+    this.asc = decoded?.asc;
+    this.ascq = decoded?.ascq;
+    this.ascName = decoded ? ascName(decoded.asc, decoded.ascq) : undefined;
+    this.fieldPointer = decoded?.fieldPointer;
+    this.sense = sense;
+  }
+}
+
+/**
+ * The command did not complete: the host adapter or transport reported a failure (timeout,
+ * abort, lost connection). Never a success, whatever the data buffer holds.
+ */
+export class TransportError extends Error {
+  override name = 'TransportError';
+  readonly code = 'ERR_SCSI_TRANSPORT';
+  readonly command: string;
+  readonly path: string;
+  readonly hostStatus: number;
+  readonly hostStatusName: string;
+  readonly driverStatus: number;
+  readonly driverStatusName: string;
+
+  constructor(context: CommandContext, hostStatus: number, driverStatus: number) {
+    const hostName = hostStatusName(hostStatus);
+    const driverName = driverStatusName(driverStatus);
+    const hint =
+      hostStatusHint(hostStatus) ??
+      (hostStatus === 0 ? 'the SCSI driver reported an error' : 'check the device and its link');
+    super(
+      `${context.command} on '${context.path}' did not complete: transport error ${hostName} (host_status 0x${hex2(hostStatus)}, driver_status ${driverName}): ${hint}`,
+    );
+    this.command = context.command;
+    this.path = context.path;
+    this.hostStatus = hostStatus;
+    this.hostStatusName = hostName;
+    this.driverStatus = driverStatus;
+    this.driverStatusName = driverName;
+  }
+}
+
+/**
+ * The device's reply breaks the standard (short reply, a partial or overlapping descriptor,
+ * an extent past the capacity, no progress…). Scanning stops: skipping it could lose changes.
+ */
+export class MalformedReplyError extends Error {
+  override name = 'MalformedReplyError';
+  readonly code = 'ERR_LBA_STATUS_MALFORMED';
+  readonly command: string;
+  readonly path: string;
+  /** LBA the failing command started at. */
+  readonly lba: number;
+
+  constructor(context: CommandContext, lba: number, problem: string) {
+    super(
+      `${context.command} at LBA ${lba} on '${context.path}' returned a malformed reply: ${problem}. The scan stopped so that no change is lost; report this device's behaviour`,
+    );
+    this.command = context.command;
+    this.path = context.path;
+    this.lba = lba;
+  }
+}
+
+/** The device handle was closed before or while the operation ran. */
+export class DeviceClosedError extends Error {
+  override name = 'DeviceClosedError';
+  readonly code = 'ERR_LBA_STATUS_DEVICE_CLOSED';
+  constructor(path: string) {
+    super(`The device '${path}' is closed; open it again with openDevice()`);
+  }
+}
+
+/** Rejection for an aborted operation, shaped like Node's AbortError. */
+export class AbortError extends Error {
+  override name = 'AbortError';
+  readonly code = 'ABORT_ERR';
+  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
+    super(message, options);
+  }
+}
+
+/** Throws an {@link AbortError} (with the signal's reason as cause) if `signal` has fired. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortError(undefined, { cause: signal.reason });
+}

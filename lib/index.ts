@@ -1,0 +1,55 @@
+/**
+ * lba-status: find and read the blocks that changed between two cloud block-volume backups,
+ * through SCSI GET LBA STATUS(16/32) over Linux SG_IO.
+ *
+ * @example
+ * ```ts
+ * import { openDevice } from 'lba-status';
+ * await using dev = await openDevice('/dev/sdc');
+ * for await (const e of dev.changedExtents({ changeBlockSize: 1 << 20 })) console.log(e);
+ * ```
+ * @packageDocumentation
+ */
+export { BindingLoadError, setBindingForTesting } from './binding.js';
+export type { LbaStatusColumns, NativeBinding, NativeCommandQueue, RawSgResult } from './binding.js';
+export type { RetryPolicy } from './device/execute.js';
+export {
+  type CommandResult,
+  type DeviceInfo,
+  type ExecuteOptions,
+  type GetLbaStatusReply,
+  type GetLbaStatusRequest,
+  type OpenOptions,
+  openDevice,
+  ScsiDevice,
+} from './device/device.js';
+export { NotWholeDiskError } from './device/resolve.js';
+export {
+  AbortError,
+  DeviceClosedError,
+  DeviceSystemError,
+  MalformedReplyError,
+  ScsiError,
+  TransportError,
+} from './errors.js';
+export {
+  type ChangedExtent,
+  type ChangedExtentsOptions,
+  changedExtents,
+  coalesceChanged,
+  isChangedStatus,
+} from './scan/changed.js';
+export {
+  isUnsupportedForm,
+  type LbaExtent,
+  type LbaStatusBatch,
+  maxWindowBlocks,
+  ProvisioningStatus,
+  ReportType,
+  type ReportTypeName,
+  type ScanOptions,
+  type ScanProgress,
+  scanBatches,
+  scanExtents,
+} from './scan/scanner.js';
+export { type DecodedSense, decodeSense, type FieldPointer } from './scsi/sense.js';
