@@ -1,0 +1,86 @@
+#!/usr/bin/env node
+/** The `lba-status` executable: dispatches to a subcommand; SIGINT/SIGTERM abort it cleanly. */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { CliCommand, CliIo } from './command.js';
+import { infoCommand, scanCommand } from './scan.js';
+import { ExitCode } from './util.js';
+
+export const commands: CliCommand[] = [infoCommand, scanCommand];
+
+function version(): string {
+  try {
+    const url = new URL('../package.json', import.meta.url);
+    return (JSON.parse(readFileSync(fileURLToPath(url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+}
+
+function topHelp(): string {
+  const width = Math.max(...commands.map((c) => c.path.join(' ').length));
+  return `Usage: lba-status COMMAND [options]
+
+Find and read the blocks that changed between two block-volume backups: SCSI GET LBA STATUS
+(16/32) over Linux SG_IO, for OCI delta volumes and any thin-provisioned SCSI disk.
+
+Commands:
+${commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`).join('\n')}
+
+Run 'lba-status COMMAND --help' for a command's options and examples.
+
+Examples:
+  lba-status info /dev/sdb
+  lba-status scan /dev/sdb --changed-only --change-block-size 1M
+  sudo lba-status scan /dev/oracleoci/oraclevdb --format text
+
+Environment: NODE_DEBUG=lba-status logs retries and device mapping.
+`;
+}
+
+/** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
+export async function main(argv: string[], io: CliIo): Promise<number> {
+  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    const wanted = argv.slice(1);
+    const command = commands.find((c) => c.path.join(' ') === wanted.join(' '));
+    io.stdout.write(command && wanted.length ? command.help : topHelp());
+    return argv.length === 0 ? ExitCode.usage : ExitCode.ok;
+  }
+  if (argv[0] === '--version' || argv[0] === '-V') {
+    io.stdout.write(`${version()}\n`);
+    return ExitCode.ok;
+  }
+  const command = [...commands]
+    .sort((a, b) => b.path.length - a.path.length)
+    .find((c) => c.path.every((word, i) => argv[i] === word));
+  if (!command) {
+    io.stderr.write(`lba-status: unknown command '${argv[0]}'\nTry 'lba-status --help'.\n`);
+    return ExitCode.usage;
+  }
+  return command.run(argv.slice(command.path.length), io);
+}
+
+const isEntryPoint = process.argv[1] !== undefined && /(?:^|[/\\])(?:cli\.(?:c?js)|main\.ts|lba-status)$/.test(process.argv[1]);
+if (isEntryPoint) {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    // First signal: stop and clean up; a second one: give up at once.
+    if (++interrupts > 1) process.exit(ExitCode.aborted);
+    controller.abort(new Error(`received ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(ExitCode.ok);
+  });
+  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, signal: controller.signal, env: process.env }).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (error: unknown) => {
+      process.stderr.write(`lba-status: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+      process.exitCode = ExitCode.failure;
+    },
+  );
+}
