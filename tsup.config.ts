@@ -1,15 +1,18 @@
+import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 
 // Entry points are the package's public subpaths plus the CLI. Everything lands in dist/, one
 // level below the package root like lib/, so lib/binding.ts finds the addon from both.
+const publicEntries = Object.fromEntries(
+  Object.entries({ index: 'lib/index.ts', sim: 'lib/sim.ts', oci: 'lib/oci.ts' }).filter(([, file]) =>
+    existsSync(file),
+  ),
+);
+
 export default defineConfig({
-  entry: {
-    index: 'lib/index.ts',
-    sim: 'lib/sim.ts',
-    cli: 'lib/cli/main.ts',
-  },
+  entry: { ...publicEntries, cli: 'lib/cli/main.ts' },
   format: ['esm', 'cjs'],
-  dts: { entry: { index: 'lib/index.ts', sim: 'lib/sim.ts' } },
+  dts: { entry: publicEntries },
   target: 'node20',
   platform: 'node',
   shims: true,

@@ -1,0 +1,71 @@
+// Shared pieces of the scanner's guest tests (scsi_debug and tgt): a pattern of written ranges
+// and how to compare the library with sg_get_lba_status command by command.
+import { expect } from 'vitest';
+import type { ScsiDevice } from '../../lib/index.js';
+import { type BlockRange, sgGetLbaStatus } from './support/index.js';
+
+/** Ranges aligned to 8 blocks (scsi_debug granules of 8, tgt's 4 KiB holes with 512-byte LBAs). */
+export function patternRanges(capacity: number): BlockRange[] {
+  const unit = 8;
+  const candidates = [
+    { lba: 0, blocks: 8 },
+    { lba: 64, blocks: 16 },
+    { lba: 96, blocks: 8 },
+    { lba: 200, blocks: 40 },
+    { lba: 1024, blocks: 8 },
+    { lba: 2048, blocks: 256 },
+    { lba: capacity - 16, blocks: 16 },
+  ];
+  return candidates.filter((r) => r.lba % unit === 0 && r.lba + r.blocks <= capacity);
+}
+
+/** Merges touching ranges into [start, end) pairs. */
+export function merged(ranges: readonly BlockRange[]): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const r of [...ranges].sort((a, b) => a.lba - b.lba)) {
+    const last = out[out.length - 1];
+    if (last && last[1] >= r.lba) last[1] = Math.max(last[1], r.lba + r.blocks);
+    else out.push([r.lba, r.lba + r.blocks]);
+  }
+  return out;
+}
+
+/** Changed ranges as the library reports them, as [start, end) pairs. */
+export async function scannedChanged(
+  device: ScsiDevice,
+  options: Parameters<ScsiDevice['changedExtents']>[0] = {},
+): Promise<Array<[number, number]>> {
+  const out: Array<[number, number]> = [];
+  for await (const e of device.changedExtents(options)) out.push([e.lba, e.lba + e.blocks]);
+  return out;
+}
+
+/**
+ * Walks the device command by command with both the library and sg_get_lba_status (16-byte form)
+ * from LBA 0, and asserts that every reply agrees. Returns the number of commands compared.
+ */
+export async function agreeWithOracle(device: ScsiDevice, sg: string, allocationLength: number): Promise<number> {
+  const { blocks: capacity } = await device.capacity();
+  let lba = 0;
+  let commands = 0;
+  while (lba < capacity) {
+    const ours = await device.getLbaStatus({ cdb: 16, lba, allocationLength });
+    const oracle = await sgGetLbaStatus(sg, { cdb: 16, lba, maxlen: allocationLength });
+    const mine = Array.from({ length: ours.count }, (_, i) => ({
+      lba: BigInt(ours.lba[i]!),
+      blocks: ours.blocks[i]!,
+      status: ours.status[i]!,
+      additional: ours.additional[i]!,
+    }));
+    expect(mine, `descriptors at LBA ${lba}`).toEqual(oracle.descriptors);
+    if (oracle.completionCondition !== undefined) {
+      expect(ours.completionCondition).toBe(oracle.completionCondition);
+      expect(ours.rtp).toBe(oracle.rtp);
+    }
+    commands++;
+    const last = mine[mine.length - 1];
+    if (!last) break;
+    lba = Number(last.lba) + last.blocks;
+  }
+  return commands;
+}
