@@ -22,7 +22,13 @@
           'dependencies': [
             "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except",
           ],
-          'defines': ['NAPI_VERSION=8', 'NODE_ADDON_API_DISABLE_DEPRECATED'],
+          'defines': [
+            'NAPI_VERSION=8',
+            'NODE_ADDON_API_DISABLE_DEPRECATED',
+            # A worker_thread being terminated cannot take a new JS exception; without this,
+            # node-addon-api would std::terminate() the whole process in that case.
+            'NODE_API_SWALLOW_UNTHROWABLE_EXCEPTIONS',
+          ],
           'cflags': ['-Wall', '-Wextra', '-fstack-protector-strong', '-fvisibility=hidden'],
           'cflags_cc': ['-std=c++17', '-fvisibility-inlines-hidden'],
           'cflags_cc!': ['-std=gnu++17', '-std=gnu++20', '-std=c++20'],

@@ -167,9 +167,11 @@ void CommandQueue::DeliverCompletion(Napi::Env env, Napi::Function /*unused*/, C
 }
 
 void CommandQueue::Settled(Napi::Env env) {
+  // Raw calls: these cannot fail on a live env, and must not throw while a worker_thread is
+  // being terminated.
   if (--pending_ == 0) {
-    if (!completions_released_) completions_.Unref(env);
-    Unref();  // the JS wrapper may be collected again
+    if (!completions_released_) napi_unref_threadsafe_function(env, completions_);
+    napi_reference_unref(env, static_cast<napi_ref>(*this), nullptr);  // collectable again
   }
 }
 
@@ -248,8 +250,8 @@ Napi::Value CommandQueue::Execute(const Napi::CallbackInfo& info) {
   }
 
   if (pending_++ == 0) {
-    completions_.Ref(env);  // a pending command keeps the process alive
-    Ref();                  // and keeps this wrapper from being collected
+    napi_ref_threadsafe_function(env, completions_);  // a pending command keeps the loop alive
+    napi_reference_ref(env, static_cast<napi_ref>(*this), nullptr);  // and this wrapper
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
