@@ -151,8 +151,7 @@ let binding: NativeBinding | undefined;
 
 /** Package root: lib/ (sources under vitest) and dist/ (bundled) are both one level down. */
 function packageRoot(): string {
-  const here =
-    typeof __dirname === 'string' ? __dirname : dirname(fileURLToPath(import.meta.url));
+  const here = typeof __dirname === 'string' ? __dirname : dirname(fileURLToPath(import.meta.url));
   return join(here, '..');
 }
 

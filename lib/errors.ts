@@ -80,12 +80,12 @@ export class DeviceSystemError extends Error {
 
 /** What to do about each sense key (appended to messages). */
 const senseHints: Record<number, string> = {
-  0x2: 'the device is not ready; retry later',
-  0x3: 'the medium reported an unrecoverable error',
-  0x4: 'the device reported a hardware failure',
-  0x6: 'the device was reset or changed; the command can be retried',
-  0x7: 'the device is write-protected',
-  0xb: 'the device aborted the command; retry',
+  2: 'the device is not ready; retry later',
+  3: 'the medium reported an unrecoverable error',
+  4: 'the device reported a hardware failure',
+  6: 'the device was reset or changed; the command can be retried',
+  7: 'the device is write-protected',
+  11: 'the device aborted the command; retry',
 };
 
 /** Options common to errors raised for one command. */

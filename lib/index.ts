@@ -10,9 +10,14 @@
  * ```
  * @packageDocumentation
  */
+
+export type {
+  LbaStatusColumns,
+  NativeBinding,
+  NativeCommandQueue,
+  RawSgResult,
+} from './binding.js';
 export { BindingLoadError, setBindingForTesting } from './binding.js';
-export type { LbaStatusColumns, NativeBinding, NativeCommandQueue, RawSgResult } from './binding.js';
-export type { RetryPolicy } from './device/execute.js';
 export {
   type CommandResult,
   type DeviceInfo,
@@ -23,6 +28,7 @@ export {
   openDevice,
   ScsiDevice,
 } from './device/device.js';
+export type { RetryPolicy } from './device/execute.js';
 export { NotWholeDiskError } from './device/resolve.js';
 export {
   AbortError,

@@ -60,7 +60,9 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   return command.run(argv.slice(command.path.length), io);
 }
 
-const isEntryPoint = process.argv[1] !== undefined && /(?:^|[/\\])(?:cli\.(?:c?js)|main\.ts|lba-status)$/.test(process.argv[1]);
+const isEntryPoint =
+  process.argv[1] !== undefined &&
+  /(?:^|[/\\])(?:cli\.(?:c?js)|main\.ts|lba-status)$/.test(process.argv[1]);
 if (isEntryPoint) {
   const controller = new AbortController();
   let interrupts = 0;
@@ -74,12 +76,19 @@ if (isEntryPoint) {
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(ExitCode.ok);
   });
-  main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, signal: controller.signal, env: process.env }).then(
+  main(process.argv.slice(2), {
+    stdout: process.stdout,
+    stderr: process.stderr,
+    signal: controller.signal,
+    env: process.env,
+  }).then(
     (code) => {
       process.exitCode = code;
     },
     (error: unknown) => {
-      process.stderr.write(`lba-status: internal error: ${(error as Error)?.stack ?? String(error)}\n`);
+      process.stderr.write(
+        `lba-status: internal error: ${(error as Error)?.stack ?? String(error)}\n`,
+      );
       process.exitCode = ExitCode.failure;
     },
   );

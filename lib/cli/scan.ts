@@ -2,9 +2,22 @@
 import { parseArgs } from 'node:util';
 import { openDevice, type ScsiDevice } from '../device/device.js';
 import { type ChangedExtent, coalesceChanged, isChangedStatus } from '../scan/changed.js';
-import { type LbaStatusBatch, ReportType, type ReportTypeName, type ScanOptions, scanBatches } from '../scan/scanner.js';
+import {
+  type LbaStatusBatch,
+  ReportType,
+  type ReportTypeName,
+  type ScanOptions,
+  scanBatches,
+} from '../scan/scanner.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { ExitCode, formatBytes, formatDuration, ProgressLine, parseCount, reportError } from './util.js';
+import {
+  ExitCode,
+  formatBytes,
+  formatDuration,
+  ProgressLine,
+  parseCount,
+  reportError,
+} from './util.js';
 
 const SCAN_HELP = `Usage: lba-status scan DEVICE [options]
 
@@ -61,7 +74,10 @@ function parseReportType(value: string | undefined): ReportTypeName | number | u
   if (value === undefined) return undefined;
   if (value in ReportType) return value as ReportTypeName;
   const number = parseCount(value, 'report-type');
-  if (number === undefined || number > 255) throw new UsageError(`--report-type must be one of ${Object.keys(ReportType).join('|')} or 0..255`);
+  if (number === undefined || number > 255)
+    throw new UsageError(
+      `--report-type must be one of ${Object.keys(ReportType).join('|')} or 0..255`,
+    );
   return number;
 }
 
@@ -73,7 +89,11 @@ function parseCdb(value: string | undefined): 'auto' | 16 | 32 | undefined {
 
 function takeDevice(positionals: string[]): string {
   if (positionals.length !== 1) {
-    throw new UsageError(positionals.length === 0 ? 'missing DEVICE (e.g. /dev/sdb)' : `unexpected argument '${positionals[1]}'`);
+    throw new UsageError(
+      positionals.length === 0
+        ? 'missing DEVICE (e.g. /dev/sdb)'
+        : `unexpected argument '${positionals[1]}'`,
+    );
   }
   return positionals[0]!;
 }
@@ -91,7 +111,10 @@ async function runSg3(device: ScsiDevice, options: ScanOptions, io: CliIo): Prom
     lba: options.startLba ?? 0,
     allocationLength,
     scanLength: form === 32 ? (options.windowBlocks ?? 0) : 0,
-    reportType: typeof options.reportType === 'string' ? ReportType[options.reportType] : (options.reportType ?? ReportType.nonzero),
+    reportType:
+      typeof options.reportType === 'string'
+        ? ReportType[options.reportType]
+        : (options.reportType ?? ReportType.nonzero),
     signal: options.signal,
     timeoutMs: options.timeoutMs,
   });
@@ -102,7 +125,8 @@ async function runSg3(device: ScsiDevice, options: ScanOptions, io: CliIo): Prom
     return;
   }
   let out = `Completion condition=${reply.completionCondition}\nRTP=${reply.rtp}\n`;
-  for (let i = 0; i < reply.count; i++) out += sg3Line(reply.lba[i]!, reply.blocks[i]!, reply.status[i]!, reply.additional[i]!);
+  for (let i = 0; i < reply.count; i++)
+    out += sg3Line(reply.lba[i]!, reply.blocks[i]!, reply.status[i]!, reply.additional[i]!);
   io.stdout.write(out);
 }
 
@@ -154,7 +178,8 @@ async function writeExtents(
         else chunk += `${line}\n`;
       }
     }
-    if (chunk && !io.stdout.write(chunk)) await new Promise((resolve) => io.stdout.once('drain', resolve));
+    if (chunk && !io.stdout.write(chunk))
+      await new Promise((resolve) => io.stdout.once('drain', resolve));
   }
 }
 
@@ -189,10 +214,17 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   }
   const path = takeDevice(positionals);
   const format = values.format ?? (io.stdout.isTTY ? 'text' : 'ndjson');
-  if (!['ndjson', 'json', 'text', 'sg3'].includes(format)) throw new UsageError(`--format must be ndjson, json, text or sg3, got '${format}'`);
-  const changeBlockSize = parseCount(values['change-block-size'], 'change-block-size', { sizes: true });
-  if (changeBlockSize !== undefined && !values['changed-only']) throw new UsageError('--change-block-size needs --changed-only');
-  const progress = new ProgressLine(io, io.stderr.isTTY === true && !values['no-progress'] && format !== 'sg3');
+  if (!['ndjson', 'json', 'text', 'sg3'].includes(format))
+    throw new UsageError(`--format must be ndjson, json, text or sg3, got '${format}'`);
+  const changeBlockSize = parseCount(values['change-block-size'], 'change-block-size', {
+    sizes: true,
+  });
+  if (changeBlockSize !== undefined && !values['changed-only'])
+    throw new UsageError('--change-block-size needs --changed-only');
+  const progress = new ProgressLine(
+    io,
+    io.stderr.isTTY === true && !values['no-progress'] && format !== 'sg3',
+  );
   const started = performance.now();
   const options: ScanOptions = {
     reportType: parseReportType(values['report-type']),
@@ -209,7 +241,8 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
         `scan ${(p.fraction * 100).toFixed(1)}%  LBA ${p.scannedLba}/${p.endLba}  ${p.descriptors} extents  ${p.commands} commands${p.etaMs === undefined ? '' : `  ETA ${formatDuration(p.etaMs)}`}`,
       ),
   };
-  for (const key of Object.keys(options) as Array<keyof ScanOptions>) if (options[key] === undefined) delete options[key];
+  for (const key of Object.keys(options) as Array<keyof ScanOptions>)
+    if (options[key] === undefined) delete options[key];
   const device = await openDevice(path, { queueDepth: Math.max(1, options.concurrency ?? 1) });
   try {
     if (format === 'sg3') {
@@ -217,18 +250,42 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
       return ExitCode.ok;
     }
     const { blockSize, blocks: capacity } = await device.capacity({ signal: io.signal });
-    const totals: Totals = { extents: 0, changedExtents: 0, changedBlocks: 0, deallocatedBlocks: 0, reportedBlocks: 0, commands: 0, rtp: undefined, cdb: undefined, nextLba: options.startLba ?? 0 };
+    const totals: Totals = {
+      extents: 0,
+      changedExtents: 0,
+      changedBlocks: 0,
+      deallocatedBlocks: 0,
+      reportedBlocks: 0,
+      commands: 0,
+      rtp: undefined,
+      cdb: undefined,
+      nextLba: options.startLba ?? 0,
+    };
     const jsonItems: string[] = [];
     if (values['changed-only'] && changeBlockSize !== undefined) {
       if (changeBlockSize < blockSize || (changeBlockSize & (changeBlockSize - 1)) !== 0) {
-        throw new UsageError(`--change-block-size must be a power of two of at least the block size (${blockSize})`);
+        throw new UsageError(
+          `--change-block-size must be a power of two of at least the block size (${blockSize})`,
+        );
       }
       const counted = countBatches(scanBatches(device, options), totals);
-      for await (const extent of coalesceChanged(counted, blockSize, changeBlockSize / blockSize, capacity)) {
+      for await (const extent of coalesceChanged(
+        counted,
+        blockSize,
+        changeBlockSize / blockSize,
+        capacity,
+      )) {
         writeAligned(extent, format, io, jsonItems);
       }
     } else {
-      await writeExtents(scanBatches(device, options), format, values['changed-only'] === true, io, totals, jsonItems);
+      await writeExtents(
+        scanBatches(device, options),
+        format,
+        values['changed-only'] === true,
+        io,
+        totals,
+        jsonItems,
+      );
     }
     progress.done();
     const elapsedMs = performance.now() - started;
@@ -247,13 +304,17 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
       elapsedMs: Math.round(elapsedMs),
     };
     if (format === 'json') {
-      io.stdout.write(`{"summary":${JSON.stringify(summary)},"extents":[${jsonItems.join(',')}]}\n`);
+      io.stdout.write(
+        `{"summary":${JSON.stringify(summary)},"extents":[${jsonItems.join(',')}]}\n`,
+      );
     } else if (format === 'text') {
       io.stdout.write(
         `${totals.changedExtents} changed extent(s), ${formatBytes(summary.changedBytes)} of ${formatBytes(capacity * blockSize)} changed (${totals.changedBlocks} blocks of ${blockSize} bytes); ${totals.extents} extent(s) reported by GET LBA STATUS(${totals.cdb ?? '-'}), RTP=${totals.rtp === false ? 0 : 1}, ${totals.commands} command(s) in ${formatDuration(elapsedMs)}\n`,
       );
     } else if (io.stderr.isTTY) {
-      io.stderr.write(`${totals.changedExtents} changed extent(s), ${formatBytes(summary.changedBytes)} changed, in ${formatDuration(elapsedMs)}\n`);
+      io.stderr.write(
+        `${totals.changedExtents} changed extent(s), ${formatBytes(summary.changedBytes)} changed, in ${formatDuration(elapsedMs)}\n`,
+      );
     }
     return ExitCode.ok;
   } finally {
@@ -262,7 +323,10 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   }
 }
 
-async function* countBatches(batches: AsyncIterable<LbaStatusBatch>, totals: Totals): AsyncGenerator<LbaStatusBatch> {
+async function* countBatches(
+  batches: AsyncIterable<LbaStatusBatch>,
+  totals: Totals,
+): AsyncGenerator<LbaStatusBatch> {
   for await (const batch of batches) {
     totals.commands++;
     totals.rtp = (totals.rtp ?? true) && batch.rtp;
@@ -281,12 +345,19 @@ async function* countBatches(batches: AsyncIterable<LbaStatusBatch>, totals: Tot
 function writeAligned(extent: ChangedExtent, format: string, io: CliIo, jsonItems: string[]): void {
   const line = `{"lba":${extent.lba},"blocks":${extent.blocks},"offset":${extent.offset},"length":${extent.length}}`;
   if (format === 'json') jsonItems.push(line);
-  else if (format === 'text') io.stdout.write(`${String(extent.offset).padStart(16)}  ${formatBytes(extent.length).padStart(10)}  (LBA ${extent.lba}, ${extent.blocks} blocks)\n`);
+  else if (format === 'text')
+    io.stdout.write(
+      `${String(extent.offset).padStart(16)}  ${formatBytes(extent.length).padStart(10)}  (LBA ${extent.lba}, ${extent.blocks} blocks)\n`,
+    );
   else io.stdout.write(`${line}\n`);
 }
 
 async function runInfo(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } });
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
   if (values.help) {
     io.stdout.write(INFO_HELP);
     return ExitCode.ok;
@@ -300,15 +371,24 @@ async function runInfo(args: string[], io: CliIo): Promise<number> {
       return ExitCode.ok;
     }
     const rows: Array<[string, unknown]> = [
-      ['device', `${info.path}${info.blockPath && info.blockPath !== info.path ? ` (block ${info.blockPath})` : ''}${info.sgPath && info.sgPath !== info.path ? ` (sg ${info.sgPath})` : ''}`],
+      [
+        'device',
+        `${info.path}${info.blockPath && info.blockPath !== info.path ? ` (block ${info.blockPath})` : ''}${info.sgPath && info.sgPath !== info.path ? ` (sg ${info.sgPath})` : ''}`,
+      ],
       ['vendor', info.vendor],
       ['product', info.product],
       ['revision', info.revision],
       ['serial', info.serialNumber ?? '-'],
       ['block size', `${info.blockSize} bytes`],
       ['capacity', `${info.capacityBlocks} blocks (${formatBytes(info.capacityBytes)})`],
-      ['thin provisioning', `LBPME=${info.lbpme ? 1 : 0} LBPRZ=${info.lbprz ? 1 : 0}${info.provisioning ? ` type=${['full/unknown', 'resource', 'thin'][info.provisioning.provisioningType] ?? info.provisioning.provisioningType}` : ''}`],
-      ['max transfer', info.blockLimits?.maxTransferBlocks ? `${info.blockLimits.maxTransferBlocks} blocks` : '-'],
+      [
+        'thin provisioning',
+        `LBPME=${info.lbpme ? 1 : 0} LBPRZ=${info.lbprz ? 1 : 0}${info.provisioning ? ` type=${['full/unknown', 'resource', 'thin'][info.provisioning.provisioningType] ?? info.provisioning.provisioningType}` : ''}`,
+      ],
+      [
+        'max transfer',
+        info.blockLimits?.maxTransferBlocks ? `${info.blockLimits.maxTransferBlocks} blocks` : '-',
+      ],
       ['GET LBA STATUS(16)', info.getLbaStatus16],
       ['GET LBA STATUS(32)', info.getLbaStatus32],
     ];
@@ -324,11 +404,22 @@ function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
     try {
       return await run(args, io);
     } catch (error) {
-      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) return reportError(new UsageError((error as Error).message), io);
+      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
+        return reportError(new UsageError((error as Error).message), io);
       return reportError(error, io);
     }
   };
 }
 
-export const scanCommand: CliCommand = { path: ['scan'], summary: 'list a device\'s extents with GET LBA STATUS (changed blocks on a delta volume)', help: SCAN_HELP, run: guarded(runScan) };
-export const infoCommand: CliCommand = { path: ['info'], summary: 'identify a device: geometry, thin provisioning, GET LBA STATUS support', help: INFO_HELP, run: guarded(runInfo) };
+export const scanCommand: CliCommand = {
+  path: ['scan'],
+  summary: "list a device's extents with GET LBA STATUS (changed blocks on a delta volume)",
+  help: SCAN_HELP,
+  run: guarded(runScan),
+};
+export const infoCommand: CliCommand = {
+  path: ['info'],
+  summary: 'identify a device: geometry, thin provisioning, GET LBA STATUS support',
+  help: INFO_HELP,
+  run: guarded(runInfo),
+};

@@ -16,12 +16,18 @@ export const ExitCode = {
 } as const;
 
 /** Parses a non-negative integer option; accepts 0x hex and k/M/G/T binary suffixes for sizes. */
-export function parseCount(value: string | undefined, name: string, options: { sizes?: boolean } = {}): number | undefined {
+export function parseCount(
+  value: string | undefined,
+  name: string,
+  options: { sizes?: boolean } = {},
+): number | undefined {
   if (value === undefined) return undefined;
   const match = /^(0x[0-9a-f]+|\d+)([kmgt]i?b?)?$/i.exec(value.trim());
   const suffix = match?.[2]?.[0]?.toLowerCase();
   if (!match || (suffix && !options.sizes)) {
-    throw new UsageError(`--${name} must be a non-negative integer${options.sizes ? ' (suffixes K, M, G, T allowed)' : ''}, got '${value}'`);
+    throw new UsageError(
+      `--${name} must be a non-negative integer${options.sizes ? ' (suffixes K, M, G, T allowed)' : ''}, got '${value}'`,
+    );
   }
   const base = Number(match[1]);
   const scale = suffix ? 1024 ** ('kmgt'.indexOf(suffix) + 1) : 1;
@@ -38,7 +44,10 @@ export function reportError(error: unknown, io: CliIo): number {
     return ExitCode.usage;
   }
   io.stderr.write(`lba-status: ${message}\n`);
-  if (error instanceof Error && (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR')) {
+  if (
+    error instanceof Error &&
+    (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR')
+  ) {
     return ExitCode.aborted;
   }
   if (error instanceof DeviceSystemError) return ExitCode.system;
@@ -46,7 +55,11 @@ export function reportError(error: unknown, io: CliIo): number {
   if (error instanceof TransportError) return ExitCode.transport;
   if (error instanceof MalformedReplyError) return ExitCode.malformed;
   const code = (error as { code?: unknown })?.code;
-  if (typeof code === 'string' && code.startsWith('ERR_INVALID_ARG') || code === 'ERR_OUT_OF_RANGE') return ExitCode.usage;
+  if (
+    (typeof code === 'string' && code.startsWith('ERR_INVALID_ARG')) ||
+    code === 'ERR_OUT_OF_RANGE'
+  )
+    return ExitCode.usage;
   return ExitCode.failure;
 }
 
@@ -74,7 +87,10 @@ export class ProgressLine {
   readonly #io: CliIo;
   #last = 0;
   #shown = false;
-  constructor(io: CliIo, readonly enabled = io.stderr.isTTY === true) {
+  constructor(
+    io: CliIo,
+    readonly enabled = io.stderr.isTTY === true,
+  ) {
     this.#io = io;
   }
 

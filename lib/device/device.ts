@@ -20,6 +20,14 @@ import {
   ScsiError,
   throwIfAborted,
 } from '../errors.js';
+import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
+import {
+  type LbaExtent,
+  type LbaStatusBatch,
+  type ScanOptions,
+  scanBatches,
+  scanExtents,
+} from '../scan/scanner.js';
 import {
   type BlockLimits,
   type Capacity,
@@ -49,14 +57,6 @@ import {
   validateOneOf,
   validateOptionKeys,
 } from '../validate.js';
-import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
-import {
-  type LbaExtent,
-  type LbaStatusBatch,
-  type ScanOptions,
-  scanBatches,
-  scanExtents,
-} from '../scan/scanner.js';
 import { classifyOutcome, type RetryPolicy, retryDelay } from './execute.js';
 import { type ResolvedDevice, type ResolveOptions, resolveDevice } from './resolve.js';
 
@@ -177,7 +177,13 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
   }
   validateOptionKeys(options, 'options', OPEN_OPTION_KEYS);
   const queueDepth = optionalInteger(options.queueDepth, 'options.queueDepth', 1, 64, 4);
-  const timeoutMs = optionalInteger(options.timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1, DEFAULT_TIMEOUT_MS);
+  const timeoutMs = optionalInteger(
+    options.timeoutMs,
+    'options.timeoutMs',
+    1,
+    2 ** 31 - 1,
+    DEFAULT_TIMEOUT_MS,
+  );
   const resolved = await resolveDevice(path, options);
   const binding = getBinding();
   const handle = await openNode(resolved);
@@ -209,7 +215,11 @@ async function openNode(resolved: ResolvedDevice): Promise<FileHandle> {
       }
     }
     // The sg node may be missing or unwritable where the block node works (e.g. root without udev).
-    if (resolved.path === resolved.sgPath && resolved.blockPath && (code === 'ENOENT' || code === 'EACCES')) {
+    if (
+      resolved.path === resolved.sgPath &&
+      resolved.blockPath &&
+      (code === 'ENOENT' || code === 'EACCES')
+    ) {
       debug('cannot open %s (%s), using %s', resolved.sgPath, code, resolved.blockPath);
       resolved.path = resolved.blockPath;
       return openNode(resolved);
@@ -330,7 +340,10 @@ export class ScsiDevice {
     const error = classifyOutcome(raw, sense, command, this.path);
     if (error) return error;
     const length = data?.byteLength ?? 0;
-    const transferred = direction === DataDirection.FromDevice ? Math.max(0, Math.min(length, length - raw.resid)) : 0;
+    const transferred =
+      direction === DataDirection.FromDevice
+        ? Math.max(0, Math.min(length, length - raw.resid))
+        : 0;
     return { data: data ?? new Uint8Array(0), transferred, durationMs: raw.durationMs };
   }
 
@@ -380,12 +393,17 @@ export class ScsiDevice {
       });
       return result.data.subarray(0, result.transferred);
     } catch (error) {
-      if (error instanceof ScsiError && error.senseKey === SenseKey.ILLEGAL_REQUEST) return undefined;
+      if (error instanceof ScsiError && error.senseKey === SenseKey.ILLEGAL_REQUEST)
+        return undefined;
       throw error;
     }
   }
 
-  async #commandSupport(opcode: number, serviceAction: number, signal?: AbortSignal): Promise<CommandSupport> {
+  async #commandSupport(
+    opcode: number,
+    serviceAction: number,
+    signal?: AbortSignal,
+  ): Promise<CommandSupport> {
     try {
       const result = await this.execute(reportSupportedOpcodeCdb(opcode, serviceAction, 64), {
         command: 'REPORT SUPPORTED OPERATION CODES',
@@ -454,12 +472,27 @@ export class ScsiDevice {
     ]);
     const form = validateOneOf(request.cdb, 'request.cdb', [16, 32] as const);
     const lba = optionalInteger(request.lba, 'request.lba', 0, Number.MAX_SAFE_INTEGER, 0);
-    const allocationLength = optionalInteger(request.allocationLength, 'request.allocationLength', 8, 1 << 24, 32768);
+    const allocationLength = optionalInteger(
+      request.allocationLength,
+      'request.allocationLength',
+      8,
+      1 << 24,
+      32768,
+    );
     const scanLength = optionalInteger(request.scanLength, 'request.scanLength', 0, 0xffffffff, 0);
     const reportType = optionalInteger(request.reportType, 'request.reportType', 0, 255, 0);
     const elementId = optionalInteger(request.elementId, 'request.elementId', 0, 0xffffffff, 0);
     const signal = validateAbortSignal(request.signal, 'request.signal');
-    return this.sendGetLbaStatus(form, lba, allocationLength, scanLength, reportType, elementId, signal, request.timeoutMs);
+    return this.sendGetLbaStatus(
+      form,
+      lba,
+      allocationLength,
+      scanLength,
+      reportType,
+      elementId,
+      signal,
+      request.timeoutMs,
+    );
   }
 
   /** @internal validated form of {@link getLbaStatus}. */
@@ -475,7 +508,13 @@ export class ScsiDevice {
   ): Promise<GetLbaStatusReply> {
     const cdb =
       form === 32
-        ? this.#binding.getLbaStatus32Cdb(BigInt(lba), scanLength, elementId, allocationLength, reportType)
+        ? this.#binding.getLbaStatus32Cdb(
+            BigInt(lba),
+            scanLength,
+            elementId,
+            allocationLength,
+            reportType,
+          )
         : this.#binding.getLbaStatus16Cdb(BigInt(lba), allocationLength, reportType);
     const result = await this.execute(cdb, {
       command: `GET LBA STATUS(${form})`,
@@ -484,7 +523,12 @@ export class ScsiDevice {
       timeoutMs,
     });
     const columns = this.#binding.parseLbaStatus(result.data, result.transferred);
-    return { ...columns, transferred: result.transferred, allocationLength, durationMs: result.durationMs };
+    return {
+      ...columns,
+      transferred: result.transferred,
+      allocationLength,
+      durationMs: result.durationMs,
+    };
   }
 
   /**

@@ -83,7 +83,9 @@ export async function resolveDevice(
   }
   const { major, minor } = splitDev(info.rdev);
   if ((info.mode & constants.S_IFMT) === constants.S_IFCHR && major === SG_MAJOR) {
-    const blockName = await firstEntry(join(sysfs, 'class/scsi_generic', `sg${minor}`, 'device/block'));
+    const blockName = await firstEntry(
+      join(sysfs, 'class/scsi_generic', `sg${minor}`, 'device/block'),
+    );
     return {
       requested: path,
       path: target,

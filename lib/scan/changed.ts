@@ -57,7 +57,10 @@ export async function* coalesceChanged(
       if (!isChangedStatus(batch.status[i]!)) continue;
       const first = batch.lba[i]!;
       const start = Math.floor(first / changeBlocks) * changeBlocks;
-      const end = Math.min(capacity, Math.ceil((first + batch.blocks[i]!) / changeBlocks) * changeBlocks);
+      const end = Math.min(
+        capacity,
+        Math.ceil((first + batch.blocks[i]!) / changeBlocks) * changeBlocks,
+      );
       if (pendingEnd >= start) {
         pendingEnd = Math.max(pendingEnd, end);
         continue;

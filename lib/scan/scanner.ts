@@ -12,8 +12,7 @@
  * A reply that breaks the rules is a {@link MalformedReplyError}: a changed block reported as
  * unchanged would be data loss, so nothing is skipped.
  */
-import type { ScsiDevice } from '../device/device.js';
-import type { GetLbaStatusReply } from '../device/device.js';
+import type { GetLbaStatusReply, ScsiDevice } from '../device/device.js';
 import { MalformedReplyError, ScsiError, throwIfAborted } from '../errors.js';
 import { SenseKey } from '../scsi/names.js';
 import {
@@ -165,24 +164,64 @@ export async function planScan(
 ): Promise<ScanPlan> {
   validateOptionKeys(options, 'options', [...SCAN_OPTION_KEYS, ...extraKeys]);
   const signal = validateAbortSignal(options.signal, 'options.signal');
-  const onProgress = validateFunction<(p: ScanProgress) => void>(options.onProgress, 'options.onProgress');
+  const onProgress = validateFunction<(p: ScanProgress) => void>(
+    options.onProgress,
+    'options.onProgress',
+  );
   const reportType =
     typeof options.reportType === 'string'
-      ? ReportType[validateOneOf(options.reportType, 'options.reportType', Object.keys(ReportType) as ReportTypeName[])]
+      ? ReportType[
+          validateOneOf(
+            options.reportType,
+            'options.reportType',
+            Object.keys(ReportType) as ReportTypeName[],
+          )
+        ]
       : optionalInteger(options.reportType, 'options.reportType', 0, 255, ReportType.nonzero);
   const cdb = validateOneOf(options.cdb ?? 'auto', 'options.cdb', ['auto', 16, 32] as const);
-  const allocationLength = optionalInteger(options.allocationLength, 'options.allocationLength', 24, 1 << 20, 32768);
+  const allocationLength = optionalInteger(
+    options.allocationLength,
+    'options.allocationLength',
+    24,
+    1 << 20,
+    32768,
+  );
   const concurrency = optionalInteger(options.concurrency, 'options.concurrency', 1, 64, 1);
-  const timeoutMs = options.timeoutMs === undefined ? undefined : optionalInteger(options.timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1, 0);
+  const timeoutMs =
+    options.timeoutMs === undefined
+      ? undefined
+      : optionalInteger(options.timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1, 0);
   const { blockSize, blocks: capacity } = await device.capacity({ signal });
   const maxWindow = maxWindowBlocks(blockSize);
-  const windowBlocks = optionalInteger(options.windowBlocks, 'options.windowBlocks', 1, maxWindow, maxWindow);
+  const windowBlocks = optionalInteger(
+    options.windowBlocks,
+    'options.windowBlocks',
+    1,
+    maxWindow,
+    maxWindow,
+  );
   const startLba = optionalInteger(options.startLba, 'options.startLba', 0, capacity, 0);
   const endLba = optionalInteger(options.endLba, 'options.endLba', 0, capacity, capacity);
   if (endLba < startLba) {
-    throw new InvalidArgValueError('options.endLba', `must be >= options.startLba (${startLba})`, endLba);
+    throw new InvalidArgValueError(
+      'options.endLba',
+      `must be >= options.startLba (${startLba})`,
+      endLba,
+    );
   }
-  return { startLba, endLba, capacity, reportType, cdb, windowBlocks, allocationLength, concurrency, signal, onProgress, timeoutMs };
+  return {
+    startLba,
+    endLba,
+    capacity,
+    reportType,
+    cdb,
+    windowBlocks,
+    allocationLength,
+    concurrency,
+    signal,
+    onProgress,
+    timeoutMs,
+  };
 }
 
 /** ILLEGAL REQUEST 20h/00h or 24h/00h pointing at the opcode or service action: form unsupported. */
@@ -251,13 +290,19 @@ class Scan {
       throw new MalformedReplyError(this.#context, cursor, problem);
     };
     if (reply.validBytes < 8) {
-      fail(`only ${reply.validBytes} byte(s) of parameter data arrived (a header needs 8; allocation length ${reply.allocationLength})`);
+      fail(
+        `only ${reply.validBytes} byte(s) of parameter data arrived (a header needs 8; allocation length ${reply.allocationLength})`,
+      );
     }
-    if (reply.parameterDataLength < 4) fail(`PARAMETER DATA LENGTH ${reply.parameterDataLength} is below 4`);
+    if (reply.parameterDataLength < 4)
+      fail(`PARAMETER DATA LENGTH ${reply.parameterDataLength} is below 4`);
     if (!reply.truncated && (reply.parameterDataLength - 4) % 16 !== 0) {
-      fail(`PARAMETER DATA LENGTH ${reply.parameterDataLength} is not 4 + 16·k (a partial descriptor)`);
+      fail(
+        `PARAMETER DATA LENGTH ${reply.parameterDataLength} is not 4 + 16·k (a partial descriptor)`,
+      );
     }
-    if (reply.unsafeLbaIndex >= 0) fail(`descriptor ${reply.unsafeLbaIndex} addresses an LBA beyond 2^53`);
+    if (reply.unsafeLbaIndex >= 0)
+      fail(`descriptor ${reply.unsafeLbaIndex} addresses an LBA beyond 2^53`);
     const { capacity } = this.#plan;
     const { lba, blocks } = reply;
     let kept = 0;
@@ -267,10 +312,19 @@ class Scan {
       const count = blocks[i]!;
       let end = start + count;
       if (count === 0) fail(`descriptor ${i} (LBA ${start}) has 0 blocks`);
-      if (end > capacity) fail(`descriptor ${i} (LBA ${start}, ${count} blocks) passes the capacity (${capacity} blocks)`);
+      if (end > capacity)
+        fail(
+          `descriptor ${i} (LBA ${start}, ${count} blocks) passes the capacity (${capacity} blocks)`,
+        );
       if (start < previousEnd) {
-        if (i > 0) fail(`descriptor ${i} (LBA ${start}) overlaps or goes back before the previous one (ending at ${previousEnd})`);
-        if (end <= cursor) fail(`descriptor 0 (LBA ${start}, ${count} blocks) ends before the requested LBA ${cursor}`);
+        if (i > 0)
+          fail(
+            `descriptor ${i} (LBA ${start}) overlaps or goes back before the previous one (ending at ${previousEnd})`,
+          );
+        if (end <= cursor)
+          fail(
+            `descriptor 0 (LBA ${start}, ${count} blocks) ends before the requested LBA ${cursor}`,
+          );
         start = cursor; // an extent that began before the request: report only what was asked
       }
       if (start >= windowEnd) break; // beyond the scanned range: the next window reports it
@@ -292,11 +346,14 @@ class Scan {
       }
       next = lastEnd ?? windowEnd;
     } else if (condition === 2) {
-      if (form === 16) fail('completion condition 2 (scan length) for a 16-byte CDB, which has no scan length');
+      if (form === 16)
+        fail('completion condition 2 (scan length) for a 16-byte CDB, which has no scan length');
       next = windowEnd;
     } else if (condition === 3) {
       if (windowEnd !== capacity) {
-        fail(`completion condition 3 (end of medium) in a window that ends at LBA ${windowEnd}, before the capacity ${capacity}`);
+        fail(
+          `completion condition 3 (end of medium) in a window that ends at LBA ${windowEnd}, before the capacity ${capacity}`,
+        );
       }
       next = windowEnd;
     } else if (condition === 0) {
@@ -406,16 +463,27 @@ class Scan {
 }
 
 /** Scans the device and yields validated batches of descriptors. */
-export async function* scanBatches(device: ScsiDevice, options: ScanOptions = {}): AsyncGenerator<LbaStatusBatch> {
+export async function* scanBatches(
+  device: ScsiDevice,
+  options: ScanOptions = {},
+): AsyncGenerator<LbaStatusBatch> {
   const plan = await planScan(device, options);
   yield* new Scan(device, plan).run();
 }
 
 /** Scans the device and yields one object per extent. */
-export async function* scanExtents(device: ScsiDevice, options: ScanOptions = {}): AsyncGenerator<LbaExtent> {
+export async function* scanExtents(
+  device: ScsiDevice,
+  options: ScanOptions = {},
+): AsyncGenerator<LbaExtent> {
   for await (const batch of scanBatches(device, options)) {
     for (let i = 0; i < batch.count; i++) {
-      yield { lba: batch.lba[i]!, blocks: batch.blocks[i]!, status: batch.status[i]!, additional: batch.additional[i]! };
+      yield {
+        lba: batch.lba[i]!,
+        blocks: batch.blocks[i]!,
+        status: batch.status[i]!,
+        additional: batch.additional[i]!,
+      };
     }
   }
 }

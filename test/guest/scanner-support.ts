@@ -44,7 +44,11 @@ export async function scannedChanged(
  * Walks the device command by command with both the library and sg_get_lba_status (16-byte form)
  * from LBA 0, and asserts that every reply agrees. Returns the number of commands compared.
  */
-export async function agreeWithOracle(device: ScsiDevice, sg: string, allocationLength: number): Promise<number> {
+export async function agreeWithOracle(
+  device: ScsiDevice,
+  sg: string,
+  allocationLength: number,
+): Promise<number> {
   const { blocks: capacity } = await device.capacity();
   let lba = 0;
   let commands = 0;

@@ -11,7 +11,12 @@
  * - 'tgt': (16) only, every run to the end of the LUN, PARAMETER DATA LENGTH counts all of them,
  *   cut to the allocation length; (32) → 20h/00h.
  */
-import { getBinding, type NativeBinding, type NativeCommandQueue, type RawSgResult } from '../../lib/binding.js';
+import {
+  getBinding,
+  type NativeBinding,
+  type NativeCommandQueue,
+  type RawSgResult,
+} from '../../lib/binding.js';
 
 /** A run of LBAs with one provisioning state; 'uninitialised' runs are not reported under type 1. */
 export interface ModelRun {
@@ -46,7 +51,12 @@ export type Fault =
 
 const ILLEGAL_REQUEST = 5;
 
-function fixedSense(key: number, asc: number, ascq: number, sks?: [number, number, number]): Uint8Array {
+function fixedSense(
+  key: number,
+  asc: number,
+  ascq: number,
+  sks?: [number, number, number],
+): Uint8Array {
   const sense = new Uint8Array(18);
   sense[0] = 0x70;
   sense[2] = key;
@@ -68,16 +78,22 @@ export function fullRuns(volume: ModelVolume): ModelRun[] {
   const result: ModelRun[] = [];
   let cursor = 0;
   for (const run of volume.runs) {
-    if (run.lba > cursor) result.push({ lba: cursor, blocks: run.lba - cursor, state: 'deallocated' });
+    if (run.lba > cursor)
+      result.push({ lba: cursor, blocks: run.lba - cursor, state: 'deallocated' });
     result.push(run);
     cursor = run.lba + run.blocks;
   }
-  if (cursor < volume.capacity) result.push({ lba: cursor, blocks: volume.capacity - cursor, state: 'deallocated' });
+  if (cursor < volume.capacity)
+    result.push({ lba: cursor, blocks: volume.capacity - cursor, state: 'deallocated' });
   return result;
 }
 
 /** The changed LBAs of the model in [start, end), as merged [lba, end) ranges. */
-export function modelChanged(volume: ModelVolume, start = 0, end = volume.capacity): Array<[number, number]> {
+export function modelChanged(
+  volume: ModelVolume,
+  start = 0,
+  end = volume.capacity,
+): Array<[number, number]> {
   const ranges: Array<[number, number]> = [];
   for (const run of volume.runs) {
     if (run.state !== 'mapped') continue;
@@ -91,7 +107,12 @@ export function modelChanged(volume: ModelVolume, start = 0, end = volume.capaci
   return ranges;
 }
 
-function encodeReply(descriptors: Descriptor[], cc: number, rtp: number, total = descriptors.length): Uint8Array {
+function encodeReply(
+  descriptors: Descriptor[],
+  cc: number,
+  rtp: number,
+  total = descriptors.length,
+): Uint8Array {
   const bytes = new Uint8Array(8 + 16 * descriptors.length);
   const view = new DataView(bytes.buffer);
   view.setUint32(0, 4 + 16 * total);
@@ -120,7 +141,10 @@ export class FakeDevice {
   constructor(public volume: ModelVolume) {}
 
   /** Serves one command: [status, sense, data-in bytes] or an errno/transport fault. */
-  serve(cdb: Uint8Array, allocation: number): { raw: Partial<RawSgResult>; sense?: Uint8Array; data?: Uint8Array } {
+  serve(
+    cdb: Uint8Array,
+    allocation: number,
+  ): { raw: Partial<RawSgResult>; sense?: Uint8Array; data?: Uint8Array } {
     const fault = this.faults.shift();
     if (fault) {
       switch (fault.kind) {
@@ -137,7 +161,10 @@ export class FakeDevice {
         case 'errno':
           return { raw: { errno: fault.errno } };
         case 'raw':
-          return { raw: { resid: fault.resid ?? Math.max(0, allocation - fault.data.length) }, data: fault.data };
+          return {
+            raw: { resid: fault.resid ?? Math.max(0, allocation - fault.data.length) },
+            data: fault.data,
+          };
       }
     }
     const view = new DataView(cdb.buffer, cdb.byteOffset, cdb.byteLength);
@@ -175,7 +202,12 @@ export class FakeDevice {
         if (view.getUint16(8) !== 0x12) return illegal(0x24, [0xcf, 0, 8]);
         if (volume.behaviour === 'scsi_debug') return illegal(0x24, [0xcf, 0, 8]);
         if (volume.behaviour === 'tgt') return illegal(0x20);
-        return this.#gls32(Number(view.getBigUint64(12)), view.getUint32(20), view.getUint32(28), cdb[10]!);
+        return this.#gls32(
+          Number(view.getBigUint64(12)),
+          view.getUint32(20),
+          view.getUint32(28),
+          cdb[10]!,
+        );
       }
       default:
         return illegal(0x20);
@@ -209,7 +241,8 @@ export class FakeDevice {
   #gls32(lba: number, scanLength: number, alloc: number, reportType: number) {
     const { volume } = this;
     const maxWindow = Math.floor(2 ** 30 / volume.blockSize);
-    if (lba >= volume.capacity) return { raw: { status: 2, driverStatus: 8 }, sense: fixedSense(5, 0x21, 0) };
+    if (lba >= volume.capacity)
+      return { raw: { status: 2, driverStatus: 8 }, sense: fixedSense(5, 0x21, 0) };
     if (scanLength === 0 || scanLength > maxWindow) {
       return { raw: { status: 2, driverStatus: 8 }, sense: fixedSense(5, 0x24, 0, [0xc0, 0, 20]) };
     }
@@ -225,7 +258,9 @@ export class FakeDevice {
       if (!ignore && reportType === 2 && status !== 3) continue;
       if (!ignore && reportType === 3 && status !== 1) continue;
       const start = volume.unclippedStart ? run.lba : Math.max(run.lba, lba);
-      const stop = volume.overrunWindow ? run.lba + run.blocks : Math.min(run.lba + run.blocks, end);
+      const stop = volume.overrunWindow
+        ? run.lba + run.blocks
+        : Math.min(run.lba + run.blocks, end);
       all.push({ lba: start, blocks: stop - start, status });
     }
     const fit = Math.max(0, Math.floor((alloc - 8) / 16));

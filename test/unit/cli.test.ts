@@ -36,7 +36,12 @@ async function run(argv: string[], model: ModelVolume = ociExample) {
   stdout.on('data', (c: Buffer) => out.push(c));
   stderr.on('data', (c: Buffer) => err.push(c));
   const code = await main(argv, { stdout, stderr, signal: new AbortController().signal, env: {} });
-  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), fake };
+  return {
+    code,
+    stdout: Buffer.concat(out).toString(),
+    stderr: Buffer.concat(err).toString(),
+    fake,
+  };
 }
 
 describe('lba-status scan', () => {
@@ -51,24 +56,49 @@ describe('lba-status scan', () => {
   });
 
   it('prints only changed extents, aligned and merged to the change block size', async () => {
-    const { stdout } = await run(['scan', nodePath, '--changed-only', '--change-block-size', '64K']);
+    const { stdout } = await run([
+      'scan',
+      nodePath,
+      '--changed-only',
+      '--change-block-size',
+      '64K',
+    ]);
     expect(stdout).toBe('{"lba":0,"blocks":128,"offset":0,"length":65536}\n');
   });
 
   it('prints one json document with a summary', async () => {
     const { stdout } = await run(['scan', nodePath, '--format', 'json']);
     const doc = JSON.parse(stdout);
-    expect(doc.summary).toMatchObject({ cdb: 32, rtp: true, extents: 3, changedExtents: 1, changedBlocks: 16, changedBytes: 8192, nextLba: 0x100000 });
+    expect(doc.summary).toMatchObject({
+      cdb: 32,
+      rtp: true,
+      extents: 3,
+      changedExtents: 1,
+      changedBlocks: 16,
+      changedBytes: 8192,
+      nextLba: 0x100000,
+    });
     expect(doc.extents).toHaveLength(3);
   });
 
   it("prints sg3_utils 1.46's brief format for one command", async () => {
-    const { stdout, fake } = await run(['scan', nodePath, '--format', 'sg3', '--cdb', '32', '--window-blocks', '2097152']);
+    const { stdout, fake } = await run([
+      'scan',
+      nodePath,
+      '--format',
+      'sg3',
+      '--cdb',
+      '32',
+      '--window-blocks',
+      '2097152',
+    ]);
     expect(stdout).toBe(
       'Completion condition=3\nRTP=1\n0x0000000000000060  0x10  3  0\n0x0000000000000070  0x8  1  0\n0x00000000000000a0  0xfff60  1  0\n',
     );
     const gls = fake.calls.filter((c) => c.cdb[0] === 0x7f);
-    expect(Buffer.from(gls[0]!.cdb).toString('hex')).toBe('7f00000000000018001201000000000000000000002000000000000000008000');
+    expect(Buffer.from(gls[0]!.cdb).toString('hex')).toBe(
+      '7f00000000000018001201000000000000000000002000000000000000008000',
+    );
   });
 
   it('prints a text table and summary', async () => {
@@ -81,7 +111,9 @@ describe('lba-status scan', () => {
     const { code, stderr, stdout } = await run(['scan', '/dev/does-not-exist']);
     expect(code).toBe(3);
     expect(stdout).toBe('');
-    expect(stderr).toMatch(/^lba-status: ENOENT: no such file or directory, \w+ '\/dev\/does-not-exist'/);
+    expect(stderr).toMatch(
+      /^lba-status: ENOENT: no such file or directory, \w+ '\/dev\/does-not-exist'/,
+    );
     expect(stderr.trim().split('\n')).toHaveLength(1);
   });
 
@@ -119,6 +151,10 @@ describe('lba-status info', () => {
 
   it('prints JSON with --json', async () => {
     const { stdout } = await run(['info', nodePath, '--json']);
-    expect(JSON.parse(stdout)).toMatchObject({ blockSize: 512, capacityBlocks: 0x100000, lbpme: true });
+    expect(JSON.parse(stdout)).toMatchObject({
+      blockSize: 512,
+      capacityBlocks: 0x100000,
+      lbpme: true,
+    });
   });
 });

@@ -15,9 +15,24 @@ const fdCount = (): number => readdirSync('/proc/self/fd').length;
 describe('openDevice on bad input', () => {
   const cases: Array<[string, string, Record<string, unknown>, RegExp]> = [
     ['a missing path', join(dir, 'missing'), { code: 'ENOENT', errno: -2 }, /does not exist/],
-    ['a regular file', regular, { code: 'ENOTTY', syscall: 'ioctl', errno: -25 }, /not a SCSI device/],
-    ['/dev/null', '/dev/null', { code: 'ENOTTY', syscall: 'ioctl', path: '/dev/null' }, /not a SCSI device/],
-    ['a directory', dir, { code: 'EISDIR', syscall: 'open', path: dir }, /directory is not a device/],
+    [
+      'a regular file',
+      regular,
+      { code: 'ENOTTY', syscall: 'ioctl', errno: -25 },
+      /not a SCSI device/,
+    ],
+    [
+      '/dev/null',
+      '/dev/null',
+      { code: 'ENOTTY', syscall: 'ioctl', path: '/dev/null' },
+      /not a SCSI device/,
+    ],
+    [
+      'a directory',
+      dir,
+      { code: 'EISDIR', syscall: 'open', path: dir },
+      /directory is not a device/,
+    ],
   ];
   for (const [name, path, shape, hint] of cases) {
     it(`${name}: ${shape.code} as a DeviceSystemError, nothing leaked`, async () => {
@@ -35,7 +50,11 @@ describe('openDevice on bad input', () => {
 
   it('rejects a non-string path and unknown options with Node-style codes', async () => {
     await expect(openDevice(42 as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
-    await expect(openDevice('/dev/null', { queueDepht: 2 } as never)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-    await expect(openDevice('/dev/null', { queueDepth: 0 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(openDevice('/dev/null', { queueDepht: 2 } as never)).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
+    await expect(openDevice('/dev/null', { queueDepth: 0 })).rejects.toMatchObject({
+      code: 'ERR_OUT_OF_RANGE',
+    });
   });
 });

@@ -11,7 +11,13 @@ import {
   setBindingForTesting,
   TransportError,
 } from '../../lib/index.js';
-import { createFakeBinding, FakeDevice, type ModelRun, type ModelVolume, modelChanged } from '../support/fake-binding.js';
+import {
+  createFakeBinding,
+  FakeDevice,
+  type ModelRun,
+  type ModelVolume,
+  modelChanged,
+} from '../support/fake-binding.js';
 
 // openDevice needs a node it can open read-write; the fake binding answers the SG_IO.
 let nodePath: string;
@@ -81,9 +87,13 @@ describe('scan against an OCI-like device (32-byte form)', () => {
 
   it('splits the volume into 1 GiB windows of logical blocks and continues by condition 2', async () => {
     const capacity = 5 * 2 ** 21 + 100; // 5 GiB + 100 blocks of 512 bytes
-    const { device, fake } = await open(volume({ capacity, runs: [{ lba: 2 ** 21 - 4, blocks: 8, state: 'mapped' }] }));
+    const { device, fake } = await open(
+      volume({ capacity, runs: [{ lba: 2 ** 21 - 4, blocks: 8, state: 'mapped' }] }),
+    );
     const batches = await collect(device.batches());
-    const windows = fake.calls.filter((c) => c.cdb[0] === 0x7f).map((c) => Buffer.from(c.cdb).readUInt32BE(20));
+    const windows = fake.calls
+      .filter((c) => c.cdb[0] === 0x7f)
+      .map((c) => Buffer.from(c.cdb).readUInt32BE(20));
     expect(windows).toEqual([2 ** 21, 2 ** 21, 2 ** 21, 2 ** 21, 2 ** 21, 100]);
     expect(batches.map((b) => b.completionCondition)).toEqual([2, 2, 2, 2, 2, 3]);
     expect(await scannedChanged(device)).toEqual([[2 ** 21 - 4, 2 ** 21 + 4]]);
@@ -93,28 +103,40 @@ describe('scan against an OCI-like device (32-byte form)', () => {
   it('derives the window from a 4096-byte block size', async () => {
     const { device, fake } = await open(volume({ blockSize: 4096, capacity: 2 ** 19 }));
     await collect(device.batches());
-    const scanLengths = fake.calls.filter((c) => c.cdb[0] === 0x7f).map((c) => Buffer.from(c.cdb).readUInt32BE(20));
+    const scanLengths = fake.calls
+      .filter((c) => c.cdb[0] === 0x7f)
+      .map((c) => Buffer.from(c.cdb).readUInt32BE(20));
     expect(scanLengths).toEqual([2 ** 18, 2 ** 18]);
     await device.close();
   });
 
   it('continues after the last whole descriptor when the allocation length cuts the reply', async () => {
-    const runs: ModelRun[] = Array.from({ length: 10 }, (_, i) => ({ lba: 100 * i, blocks: 10, state: 'mapped' }));
+    const runs: ModelRun[] = Array.from({ length: 10 }, (_, i) => ({
+      lba: 100 * i,
+      blocks: 10,
+      state: 'mapped',
+    }));
     // 40 bytes: two descriptors and half of a third; condition 1 each time.
     const { device, fake } = await open(volume({ capacity: 2000, runs }));
     const batches = await collect(device.batches({ allocationLength: 40 }));
     expect(batches[0]!.completionCondition).toBe(1);
     expect(batches[0]!.count).toBe(2);
     expect(batches[0]!.nextLba).toBe(batches[0]!.lba[1]! + batches[0]!.blocks[1]!);
-    expect(await scannedChanged(device, { allocationLength: 40 })).toEqual(runs.map((r) => [r.lba, r.lba + 10]));
+    expect(await scannedChanged(device, { allocationLength: 40 })).toEqual(
+      runs.map((r) => [r.lba, r.lba + 10]),
+    );
     expect(fake.calls.length).toBeGreaterThan(5);
     await device.close();
   });
 
   it('clips an extent that starts before the requested LBA or runs past the window', async () => {
     const runs: ModelRun[] = [{ lba: 90, blocks: 40, state: 'mapped' }];
-    const { device } = await open(volume({ capacity: 1000, runs, unclippedStart: true, overrunWindow: true }));
-    const extents = await collect(device.extents({ startLba: 100, windowBlocks: 20, reportType: 'all' }));
+    const { device } = await open(
+      volume({ capacity: 1000, runs, unclippedStart: true, overrunWindow: true }),
+    );
+    const extents = await collect(
+      device.extents({ startLba: 100, windowBlocks: 20, reportType: 'all' }),
+    );
     expect(extents.filter((e) => e.status === 3)).toEqual([
       { lba: 100, blocks: 20, status: 3, additional: 0 },
       { lba: 120, blocks: 10, status: 3, additional: 0 },
@@ -132,7 +154,11 @@ describe('scan against an OCI-like device (32-byte form)', () => {
 
   it('scans windows concurrently and yields them in order', async () => {
     const capacity = 8 * 1024;
-    const runs: ModelRun[] = Array.from({ length: 64 }, (_, i) => ({ lba: i * 128 + 5, blocks: 3, state: 'mapped' }));
+    const runs: ModelRun[] = Array.from({ length: 64 }, (_, i) => ({
+      lba: i * 128 + 5,
+      blocks: 3,
+      state: 'mapped',
+    }));
     const { device, fake } = await open(volume({ capacity, runs }));
     fake.latencyMs = 5;
     const batches = await collect(device.batches({ windowBlocks: 512, concurrency: 4 }));
@@ -148,7 +174,11 @@ describe('scan against an OCI-like device (32-byte form)', () => {
 
 describe('fallback and other targets', () => {
   it("falls back from 32 to 16 on scsi_debug's 24h/00h (byte 8), once per device", async () => {
-    const model = volume({ behaviour: 'scsi_debug', capacity: 4096, runs: [{ lba: 64, blocks: 16, state: 'mapped' }] });
+    const model = volume({
+      behaviour: 'scsi_debug',
+      capacity: 4096,
+      runs: [{ lba: 64, blocks: 16, state: 'mapped' }],
+    });
     const { device, fake } = await open(model);
     expect(await scannedChanged(device, { cdb: 'auto' })).toEqual([[64, 80]]);
     expect(device.glsForm).toBe(16);
@@ -160,12 +190,20 @@ describe('fallback and other targets', () => {
   });
 
   it("falls back on tgt's 20h/00h and follows its truncated replies", async () => {
-    const runs: ModelRun[] = Array.from({ length: 12 }, (_, i) => ({ lba: 1000 * i + 8, blocks: 8, state: 'mapped' }));
+    const runs: ModelRun[] = Array.from({ length: 12 }, (_, i) => ({
+      lba: 1000 * i + 8,
+      blocks: 8,
+      state: 'mapped',
+    }));
     const { device } = await open(volume({ behaviour: 'tgt', capacity: 12_000, runs }));
     // 24 bytes: PARAMETER DATA LENGTH counts every descriptor, one arrives.
-    expect(await scannedChanged(device, { cdb: 'auto', allocationLength: 24 })).toEqual(runs.map((r) => [r.lba, r.lba + 8]));
+    expect(await scannedChanged(device, { cdb: 'auto', allocationLength: 24 })).toEqual(
+      runs.map((r) => [r.lba, r.lba + 8]),
+    );
     // 30 bytes: one and a partial descriptor (sg3_utils' "incomplete trailing" case).
-    expect(await scannedChanged(device, { cdb: 'auto', allocationLength: 30 })).toEqual(runs.map((r) => [r.lba, r.lba + 8]));
+    expect(await scannedChanged(device, { cdb: 'auto', allocationLength: 30 })).toEqual(
+      runs.map((r) => [r.lba, r.lba + 8]),
+    );
     await device.close();
   });
 
@@ -181,7 +219,12 @@ describe('fallback and other targets', () => {
 describe('retries and errors', () => {
   it('retries UNIT ATTENTION, BUSY, TASK SET FULL and NOT READY (becoming ready)', async () => {
     const { device, fake } = await open(volume(), { retry: { delayMs: 1 } });
-    fake.faults.push({ kind: 'unit-attention' }, { kind: 'busy' }, { kind: 'task-set-full' }, { kind: 'not-ready' });
+    fake.faults.push(
+      { kind: 'unit-attention' },
+      { kind: 'busy' },
+      { kind: 'task-set-full' },
+      { kind: 'not-ready' },
+    );
     expect(await scannedChanged(device)).toEqual([[0x60, 0x70]]);
     await device.close();
   });
@@ -190,7 +233,10 @@ describe('retries and errors', () => {
     const { device, fake } = await open(volume(), { retry: { attempts: 2, delayMs: 1 } });
     await device.capacity();
     fake.faults.push({ kind: 'busy' }, { kind: 'busy' });
-    await expect(collect(device.batches())).rejects.toMatchObject({ name: 'ScsiError', code: 'ERR_SCSI_BUSY' });
+    await expect(collect(device.batches())).rejects.toMatchObject({
+      name: 'ScsiError',
+      code: 'ERR_SCSI_BUSY',
+    });
     await device.close();
   });
 
@@ -231,17 +277,29 @@ describe('retries and errors', () => {
 
   it('rejects options it does not know and values out of range', async () => {
     const { device } = await open(volume());
-    await expect(collect(device.batches({ reportype: 1 } as never))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
-    await expect(collect(device.batches({ windowBlocks: 2 ** 21 + 1 }))).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-    await expect(collect(device.batches({ allocationLength: 16 }))).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
-    await expect(collect(device.changedExtents({ changeBlockSize: 3000 }))).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(collect(device.batches({ reportype: 1 } as never))).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+    });
+    await expect(collect(device.batches({ windowBlocks: 2 ** 21 + 1 }))).rejects.toMatchObject({
+      code: 'ERR_OUT_OF_RANGE',
+    });
+    await expect(collect(device.batches({ allocationLength: 16 }))).rejects.toMatchObject({
+      code: 'ERR_OUT_OF_RANGE',
+    });
+    await expect(collect(device.changedExtents({ changeBlockSize: 3000 }))).rejects.toMatchObject({
+      code: 'ERR_OUT_OF_RANGE',
+    });
     await device.close();
   });
 });
 
 describe('cancellation, progress, resume', () => {
   it('stops at an abort with AbortError and sends no new command', async () => {
-    const runs: ModelRun[] = Array.from({ length: 50 }, (_, i) => ({ lba: 100 * i, blocks: 10, state: 'mapped' }));
+    const runs: ModelRun[] = Array.from({ length: 50 }, (_, i) => ({
+      lba: 100 * i,
+      blocks: 10,
+      state: 'mapped',
+    }));
     const { device, fake } = await open(volume({ capacity: 5000, runs }));
     const controller = new AbortController();
     let seen = 0;
@@ -257,15 +315,23 @@ describe('cancellation, progress, resume', () => {
   });
 
   it('reports progress up to 1 and resumes from a batch cursor', async () => {
-    const runs: ModelRun[] = Array.from({ length: 20 }, (_, i) => ({ lba: 100 * i, blocks: 10, state: 'mapped' }));
+    const runs: ModelRun[] = Array.from({ length: 20 }, (_, i) => ({
+      lba: 100 * i,
+      blocks: 10,
+      state: 'mapped',
+    }));
     const { device } = await open(volume({ capacity: 2000, runs }));
     const fractions: number[] = [];
-    const batches = await collect(device.batches({ allocationLength: 40, onProgress: (p) => fractions.push(p.fraction) }));
+    const batches = await collect(
+      device.batches({ allocationLength: 40, onProgress: (p) => fractions.push(p.fraction) }),
+    );
     expect(fractions.at(-1)).toBe(1);
     expect(fractions).toEqual([...fractions].sort((a, b) => a - b));
     const cursor = batches[3]!.nextLba;
     const resumed = await scannedChanged(device, { startLba: cursor, allocationLength: 40 });
-    expect(resumed).toEqual(modelChanged(volume({ capacity: 2000, runs }), cursor).map(([s, e]) => [s, e]));
+    expect(resumed).toEqual(
+      modelChanged(volume({ capacity: 2000, runs }), cursor).map(([s, e]) => [s, e]),
+    );
     await device.close();
   });
 });
@@ -288,7 +354,14 @@ describe('changed extents', () => {
 
   it('property: the union of reported changes equals the model for any window and allocation length', async () => {
     const runsArb = fc
-      .array(fc.tuple(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 1, max: 30 }), fc.constantFrom('mapped', 'deallocated', 'uninitialised')), { maxLength: 25 })
+      .array(
+        fc.tuple(
+          fc.integer({ min: 0, max: 40 }),
+          fc.integer({ min: 1, max: 30 }),
+          fc.constantFrom('mapped', 'deallocated', 'uninitialised'),
+        ),
+        { maxLength: 25 },
+      )
       .map((parts) => {
         let cursor = 0;
         return parts.map(([gap, blocks, state]) => {
@@ -309,12 +382,22 @@ describe('changed extents', () => {
         async (runs, extra, windowBlocks, allocationLength, behaviour, unclipped, concurrency) => {
           const last = runs.at(-1);
           const capacity = (last ? last.lba + last.blocks : 0) + extra + 1;
-          const model = volume({ capacity, runs, behaviour, unclippedStart: unclipped, overrunWindow: unclipped });
+          const model = volume({
+            capacity,
+            runs,
+            behaviour,
+            unclippedStart: unclipped,
+            overrunWindow: unclipped,
+          });
           const fake = new FakeDevice(model);
           setBindingForTesting(createFakeBinding(fake));
           const device = await openDevice(nodePath);
           try {
-            const got = await scannedChanged(device, { windowBlocks, allocationLength, concurrency });
+            const got = await scannedChanged(device, {
+              windowBlocks,
+              allocationLength,
+              concurrency,
+            });
             expect(got).toEqual(modelChanged(model));
           } finally {
             await device.close();
@@ -341,7 +424,12 @@ describe('device lifetime', () => {
     fake.faults.push({ kind: 'errno', errno: 25 });
     setBindingForTesting(createFakeBinding(fake));
     const before = readdirSync('/proc/self/fd').length;
-    await expect(openDevice(nodePath)).rejects.toMatchObject({ code: 'ENOTTY', errno: -25, syscall: 'ioctl', path: nodePath });
+    await expect(openDevice(nodePath)).rejects.toMatchObject({
+      code: 'ENOTTY',
+      errno: -25,
+      syscall: 'ioctl',
+      path: nodePath,
+    });
     expect(readdirSync('/proc/self/fd').length).toBe(before);
   });
 });

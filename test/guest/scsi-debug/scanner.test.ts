@@ -28,7 +28,13 @@ describe(`scanner on scsi_debug (${s.name}, ${s.blockSize}-byte blocks)`, () => 
     expect(viaBlock.path).toBe(s.sg);
     expect(viaBlock.blockPath).toBe(s.block);
     const info = await viaBlock.info();
-    expect(info).toMatchObject({ vendor: 'Linux', product: 'scsi_debug', blockSize: s.blockSize, capacityBlocks: s.capacityBlocks, lbpme: true });
+    expect(info).toMatchObject({
+      vendor: 'Linux',
+      product: 'scsi_debug',
+      blockSize: s.blockSize,
+      capacityBlocks: s.capacityBlocks,
+      lbpme: true,
+    });
     expect(info.provisioning?.lbpu).toBe(true);
   });
 
@@ -46,9 +52,16 @@ describe(`scanner on scsi_debug (${s.name}, ${s.blockSize}-byte blocks)`, () => 
 
   it('answers the 32-byte form with INVALID FIELD IN CDB at byte 8 bit 7', async () => {
     await using device = await openDevice(s.sg);
-    const error = await device.getLbaStatus({ cdb: 32, lba: 0, scanLength: 8 }).catch((e: unknown) => e);
+    const error = await device
+      .getLbaStatus({ cdb: 32, lba: 0, scanLength: 8 })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ScsiError);
-    expect(error).toMatchObject({ senseKeyName: 'ILLEGAL_REQUEST', asc: 0x24, ascq: 0, fieldPointer: { inCdb: true, byte: 8, bit: 7 } });
+    expect(error).toMatchObject({
+      senseKeyName: 'ILLEGAL_REQUEST',
+      asc: 0x24,
+      ascq: 0,
+      fieldPointer: { inCdb: true, byte: 8, bit: 7 },
+    });
   });
 
   it('agrees with sg_get_lba_status reply by reply over the whole device', async () => {
@@ -73,24 +86,57 @@ describe(`scanner on scsi_debug (${s.name}, ${s.blockSize}-byte blocks)`, () => 
       await using device = await openDevice(s.sg, { queueDepth: 4 });
       // scsi_debug has no 32-byte form, so windows are sequential 16-byte commands; the result
       // must not depend on the options.
-      expect(await scannedChanged(device, { concurrency: 4, allocationLength: 24 })).toEqual(merged(ranges));
+      expect(await scannedChanged(device, { concurrency: 4, allocationLength: 24 })).toEqual(
+        merged(ranges),
+      );
     }
     expect(readdirSync('/proc/self/fd').length).toBe(before);
   });
 
   it('CLI: scan --format sg3 prints what sg_get_lba_status -b prints', async () => {
     for (const lba of [0, ranges[1]!.lba, ranges[3]!.lba + 3]) {
-      const ours = await promisify(execFile)(process.execPath, [cli, 'scan', s.sg, '--format', 'sg3', '--cdb', '16', '--start-lba', String(lba), '--allocation-length', '72']);
-      const oracle = await run('sg_get_lba_status', ['-b', '-S', '-m', '72', '-l', String(lba), s.sg]);
+      const ours = await promisify(execFile)(process.execPath, [
+        cli,
+        'scan',
+        s.sg,
+        '--format',
+        'sg3',
+        '--cdb',
+        '16',
+        '--start-lba',
+        String(lba),
+        '--allocation-length',
+        '72',
+      ]);
+      const oracle = await run('sg_get_lba_status', [
+        '-b',
+        '-S',
+        '-m',
+        '72',
+        '-l',
+        String(lba),
+        s.sg,
+      ]);
       expect(ours.stdout).toBe(oracle.stdout);
     }
   });
 
   it('CLI: scan prints ndjson and info reports the device', async () => {
-    const { stdout } = await promisify(execFile)(process.execPath, [cli, 'scan', s.block, '--changed-only']);
-    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l));
+    const { stdout } = await promisify(execFile)(process.execPath, [
+      cli,
+      'scan',
+      s.block,
+      '--changed-only',
+    ]);
+    const lines = stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((e) => [e.lba, e.lba + e.blocks])).toEqual(merged(ranges));
     const info = await promisify(execFile)(process.execPath, [cli, 'info', s.sg, '--json']);
-    expect(JSON.parse(info.stdout)).toMatchObject({ product: 'scsi_debug', getLbaStatus32: expect.any(String) });
+    expect(JSON.parse(info.stdout)).toMatchObject({
+      product: 'scsi_debug',
+      getLbaStatus32: expect.any(String),
+    });
   });
 });

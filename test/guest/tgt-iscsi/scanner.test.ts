@@ -20,7 +20,9 @@ afterAll(async () => {
 describe(`scanner on tgt over open-iscsi (${s.name})`, () => {
   it('refuses the 32-byte form with INVALID COMMAND OPERATION CODE', async () => {
     await using device = await openDevice(s.sg);
-    const error = await device.getLbaStatus({ cdb: 32, lba: 0, scanLength: 8 }).catch((e: unknown) => e);
+    const error = await device
+      .getLbaStatus({ cdb: 32, lba: 0, scanLength: 8 })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(ScsiError);
     expect(error).toMatchObject({ asc: 0x20, ascq: 0 });
   });
@@ -35,7 +37,9 @@ describe(`scanner on tgt over open-iscsi (${s.name})`, () => {
   for (const allocationLength of [24, 40, 8 + 16 * 5, 32768]) {
     it(`auto falls back to 16 and reports exactly the written pattern (allocation length ${allocationLength})`, async () => {
       await using device = await openDevice(s.sg);
-      expect(await scannedChanged(device, { cdb: 'auto', allocationLength })).toEqual(merged(ranges));
+      expect(await scannedChanged(device, { cdb: 'auto', allocationLength })).toEqual(
+        merged(ranges),
+      );
       expect(device.glsForm).toBe(16);
     });
   }
