@@ -17,7 +17,7 @@ export type {
   NativeCommandQueue,
   RawSgResult,
 } from './binding.js';
-export { BindingLoadError, setBindingForTesting } from './binding.js';
+export { BindingLoadError, DataDirection, setBindingForTesting } from './binding.js';
 export {
   type CommandResult,
   type DeviceInfo,
