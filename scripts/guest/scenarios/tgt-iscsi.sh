@@ -1,0 +1,81 @@
+# Scenario fragment, sourced by /bin/sh inside the guest (see ../README.md); the runner boots the
+# guest with EXTRA_MODS=iscsi_tcp and no scsi_debug. Starts tgtd with one thin LUN (LUN 1) backed
+# by a sparse file on tmpfs (tgt answers GET LBA STATUS with SEEK_DATA/SEEK_HOLE, which hostfs
+# lacks), starts iscsid, logs the kernel initiator in over 127.0.0.1 and exports the LUN's nodes.
+# Defines scenario_up and scenario_down.
+
+TGT_IQN=iqn.2024-01.dev.lba-status:test-lun
+TGT_PORTAL=127.0.0.1:3260
+TGT_DIR=/srv/lba-status
+
+_tgt_log() { echo "scenario tgt-iscsi: $*" >&2; }
+
+scenario_up() {
+  _out=${GUEST_OUT:-/tmp}
+  mkdir -p $TGT_DIR && mount -t tmpfs -o size=256M lbas $TGT_DIR || return 1
+  truncate -s "${LBA_STATUS_TGT_SIZE:-64M}" $TGT_DIR/lun1.img || return 1
+
+  tgtd -f >"$_out/tgtd.log" 2>&1 &
+  TGTD_PID=$!
+  _i=0
+  until tgtadm --op show --mode system >/dev/null 2>&1; do
+    _i=$((_i + 1)); [ $_i -lt 100 ] || { _tgt_log "tgtd did not start (see tgtd.log)"; return 1; }
+    sleep 0.1
+  done
+  _t="tgtadm --lld iscsi"
+  $_t --op new --mode target --tid 1 -T $TGT_IQN &&
+    $_t --op new --mode logicalunit --tid 1 --lun 1 -b $TGT_DIR/lun1.img &&
+    $_t --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 &&
+    $_t --op bind --mode target --tid 1 -I ALL || { _tgt_log "tgtadm failed"; return 1; }
+
+  # /etc/iscsi is writable through the guest's overlay; nothing reaches the host.
+  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
+  printf '%s\n' 'node.startup = manual' 'node.session.timeo.replacement_timeout = 20' \
+    >/etc/iscsi/iscsid.conf
+  echo "InitiatorName=iqn.2024-01.dev.lba-status:guest-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
+    >/etc/iscsi/initiatorname.iscsi
+  iscsid -f >"$_out/iscsid.log" 2>&1 &
+  ISCSID_PID=$!
+  sleep 0.3
+  iscsiadm -m node -o new -T $TGT_IQN -p $TGT_PORTAL >/dev/null &&
+    iscsiadm -m node -T $TGT_IQN -p $TGT_PORTAL --login || { _tgt_log "iSCSI login failed"; return 1; }
+
+  # LUN 1's nodes, through sysfs (no udev, so no /dev/disk/by-path). LUN 0 is tgt's controller.
+  _sg= _blk= _i=0
+  while [ $_i -lt 100 ]; do
+    for _s in /sys/class/iscsi_session/session*; do
+      [ "$(cat "$_s/targetname" 2>/dev/null)" = $TGT_IQN ] || continue
+      for _l in "$_s"/device/target*/*:1; do
+        [ "$(cat "$_l/type" 2>/dev/null)" = 0 ] || continue
+        _sg=$(ls "$_l/scsi_generic" 2>/dev/null | head -n 1)
+        _blk=$(ls "$_l/block" 2>/dev/null | head -n 1)
+      done
+    done
+    [ -n "$_sg" ] && [ -n "$_blk" ] && [ -c "/dev/$_sg" ] && [ -b "/dev/$_blk" ] && break
+    _sg= _blk=; _i=$((_i + 1)); sleep 0.1
+  done
+  [ -n "$_sg" ] || { _tgt_log "LUN 1 did not appear after login"; return 1; }
+  export LBA_STATUS_TEST_TARGET=tgt
+  export LBA_STATUS_TEST_SG="/dev/$_sg"
+  export LBA_STATUS_TEST_BLOCK="/dev/$_blk"
+  export LBA_STATUS_TEST_BLOCK_SIZE="$(cat "/sys/block/$_blk/queue/logical_block_size")"
+  export LBA_STATUS_TEST_CAPACITY_BLOCKS=$(($(cat "/sys/block/$_blk/size") * 512 / LBA_STATUS_TEST_BLOCK_SIZE))
+  export LBA_STATUS_TEST_BACKING=$TGT_DIR/lun1.img
+  export LBA_STATUS_TEST_TGT_TID=1
+  export LBA_STATUS_TEST_ISCSI_TARGET=$TGT_IQN
+  export LBA_STATUS_TEST_ISCSI_PORTAL=$TGT_PORTAL
+  echo "scenario tgt-iscsi: sg=$LBA_STATUS_TEST_SG block=$LBA_STATUS_TEST_BLOCK" \
+    "blockSize=$LBA_STATUS_TEST_BLOCK_SIZE capacity=$LBA_STATUS_TEST_CAPACITY_BLOCKS" \
+    "backing=$LBA_STATUS_TEST_BACKING"
+}
+
+scenario_down() {
+  iscsiadm -m node -T $TGT_IQN -p $TGT_PORTAL --logout >/dev/null 2>&1
+  iscsiadm -m node -o delete -T $TGT_IQN -p $TGT_PORTAL >/dev/null 2>&1
+  tgtadm --lld iscsi --op delete --force --mode target --tid 1 >/dev/null 2>&1
+  tgtadm --op delete --mode system >/dev/null 2>&1
+  for _p in ${ISCSID_PID:-} ${TGTD_PID:-}; do
+    kill "$_p" 2>/dev/null && wait "$_p" 2>/dev/null
+  done
+  return 0
+}

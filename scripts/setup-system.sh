@@ -1,0 +1,77 @@
+#!/bin/bash
+# Installs the Debian/Ubuntu packages the real-kernel tests and the linters need. Idempotent,
+# non-interactive, run as root. Starts no services: package scripts are denied through
+# policy-rc.d while apt runs, and any tgtd/iscsid that still came up during the install is
+# stopped again (the guest runs its own; nothing on the host needs them).
+#
+#   user-mode-linux  the guest kernel (linux.uml + modules)       kmod       modprobe for the guest
+#   sg3-utils        oracle and smoke-test tools                   tgt        iSCSI target (in guest)
+#   open-iscsi       iscsid/iscsiadm (in guest)                    libiscsi-bin  iscsi-test-cu
+#   iproute2, util-linux  ip, blkdiscard      gcc, libc6-dev  the UML FPU shim      clang-format
+set -euo pipefail
+
+PKGS=(user-mode-linux kmod sg3-utils tgt open-iscsi libiscsi-bin iproute2 util-linux
+  gcc libc6-dev clang-format)
+
+say() { echo "setup-system: $*"; }
+[ "$(uname -s)" = Linux ] || { say "not Linux; nothing to do"; exit 0; }
+[ "$(id -u)" = 0 ] || { say "must run as root (apt-get install)" >&2; exit 1; }
+command -v apt-get >/dev/null || { say "apt-get not found: install ${PKGS[*]} by hand" >&2; exit 1; }
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  say "all packages present: ${PKGS[*]}"
+else
+  say "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  before=$(pgrep -x 'tgtd|iscsid' || true)
+  units=(tgt.service iscsid.service iscsid.socket open-iscsi.service)
+  systemd=
+  command -v systemctl >/dev/null && [ -d /run/systemd/system ] && systemd=1
+  active_before=
+  [ -z "$systemd" ] || active_before=$(systemctl is-active "${units[@]}" 2>/dev/null || true)
+  # Deny service starts for the duration of the install (restore whatever was there before).
+  rc_d=/usr/sbin/policy-rc.d
+  saved=
+  if [ -e "$rc_d" ]; then saved=$(mktemp); cp -p "$rc_d" "$saved"; fi
+  restore() {
+    if [ -n "$saved" ]; then mv -f "$saved" "$rc_d"; else rm -f "$rc_d"; fi
+  }
+  trap restore EXIT
+  printf '#!/bin/sh\nexit 101\n' >"$rc_d"
+  chmod 755 "$rc_d"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends \
+    -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+  restore
+  trap - EXIT
+  # Anything that started anyway (e.g. a systemd socket unit), stop it by its process id.
+  for pid in $(pgrep -x 'tgtd|iscsid' || true); do
+    if ! grep -qx "$pid" <<<"$before"; then
+      say "stopping $(cat /proc/"$pid"/comm 2>/dev/null) (pid $pid) started by the install"
+      kill "$pid" 2>/dev/null || true
+    fi
+  done
+  if [ -n "$systemd" ]; then
+    mapfile -t was <<<"$active_before"
+    for i in "${!units[@]}"; do
+      if [ "${was[$i]:-}" != active ] && systemctl is-active --quiet "${units[$i]}"; then
+        say "stopping ${units[$i]} (started by the install)"
+        systemctl stop "${units[$i]}" || true
+      fi
+    done
+  fi
+  say "installed: ${missing[*]}"
+fi
+
+# Facts the guest harness depends on; print them so CI logs show what the machine has.
+uml=/usr/bin/linux.uml
+kver=$(ls /usr/lib/uml/modules 2>/dev/null | sort -V | tail -n 1)
+say "linux.uml: $([ -x $uml ] && echo "$uml (modules ${kver:-missing})" || echo missing)"
+say "sg3_utils: $(dpkg-query -W -f='${Version}' sg3-utils), tgt: $(dpkg-query -W -f='${Version}' tgt)," \
+  "open-iscsi: $(dpkg-query -W -f='${Version}' open-iscsi)"
+shm=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print int($4 / 1024) }')
+say "/dev/shm: ${shm:-?} MiB free (guest memory is backed there, else in /tmp)"
