@@ -14,9 +14,9 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <exception>
 #include <memory>
 #include <string>
-#include <system_error>
 #include <utility>
 
 #include "js_args.h"
@@ -83,7 +83,7 @@ CommandQueue::CommandQueue(const Napi::CallbackInfo& info)
 
   try {
     StartThreads(static_cast<size_t>(threads));
-  } catch (const std::system_error& error) {
+  } catch (const std::exception& error) {  // std::system_error, std::bad_alloc
     Shutdown(env, ShutdownReason::kDestructor);
     throw MakeError(env, "ERR_LBA_STATUS_THREAD",
                     std::string("Could not start the SG_IO threads: ") + error.what() +
