@@ -1,0 +1,90 @@
+/**
+ * A streaming PDU reader: feed it TCP chunks of any size, get whole PDUs back. Handles PDUs split
+ * across reads, several PDUs in one read, AHS, and data-segment padding.
+ */
+import { BHS_LENGTH, IscsiProtocolError, type RawPdu } from './pdu.js';
+
+export interface PduReaderOptions {
+  /** Largest data segment accepted (the receiver's MaxRecvDataSegmentLength, or more). */
+  maxDataSegmentLength?: number;
+}
+
+export class PduReader {
+  #chunks: Buffer[] = [];
+  #buffered = 0;
+  /** Bytes the PDU at the head needs, once its BHS was seen (avoids re-scanning). */
+  #need = 0;
+  #maxData: number;
+
+  constructor(options: PduReaderOptions = {}) {
+    this.#maxData = options.maxDataSegmentLength ?? 16 * 1024 * 1024;
+  }
+
+  /** Raises or lowers the data segment limit (after login negotiation). */
+  setMaxDataSegmentLength(n: number): void {
+    this.#maxData = n;
+  }
+
+  /** Bytes held for an incomplete PDU. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Adds a chunk and returns every PDU it completed, in order. */
+  push(chunk: Buffer): RawPdu[] {
+    if (chunk.length > 0) {
+      this.#chunks.push(chunk);
+      this.#buffered += chunk.length;
+    }
+    const out: RawPdu[] = [];
+    for (;;) {
+      if (this.#buffered < BHS_LENGTH || this.#buffered < this.#need) break;
+      const head = this.#peek(BHS_LENGTH);
+      const ahsLen = head[4]! * 4;
+      const dataLen = head.readUIntBE(5, 3);
+      if (dataLen > this.#maxData) {
+        throw new IscsiProtocolError(
+          `data segment of ${dataLen} bytes exceeds the limit of ${this.#maxData}`,
+        );
+      }
+      const total = BHS_LENGTH + ahsLen + ((dataLen + 3) & ~3);
+      if (this.#buffered < total) {
+        this.#need = total;
+        break;
+      }
+      this.#need = 0;
+      const pdu = this.#take(total);
+      out.push({
+        bhs: pdu.subarray(0, BHS_LENGTH),
+        ahs: pdu.subarray(BHS_LENGTH, BHS_LENGTH + ahsLen),
+        data: pdu.subarray(BHS_LENGTH + ahsLen, BHS_LENGTH + ahsLen + dataLen),
+      });
+    }
+    return out;
+  }
+
+  #peek(n: number): Buffer {
+    const first = this.#chunks[0]!;
+    if (first.length >= n) return first.subarray(0, n);
+    const out = Buffer.alloc(n);
+    let off = 0;
+    for (const c of this.#chunks) {
+      off += c.copy(out, off, 0, Math.min(c.length, n - off));
+      if (off === n) break;
+    }
+    return out;
+  }
+
+  #take(n: number): Buffer {
+    let first = this.#chunks[0]!;
+    if (first.length < n) {
+      this.#chunks = [Buffer.concat(this.#chunks)];
+      first = this.#chunks[0]!;
+    }
+    const out = first.subarray(0, n);
+    if (first.length === n) this.#chunks.shift();
+    else this.#chunks[0] = first.subarray(n);
+    this.#buffered -= n;
+    return out;
+  }
+}

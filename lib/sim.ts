@@ -1,0 +1,65 @@
+/**
+ * `lba-status/sim`: a local stand-in for an OCI delta volume. A userspace iSCSI target (TypeScript,
+ * no kernel module) serving a volume whose changed blocks you choose, answering GET LBA STATUS(32)
+ * the way OCI documents it, with faults on demand. Log in with the kernel initiator
+ * (`iscsiadm -m node -o new -T IQN -p HOST:PORT` then `--login`) or with the userspace initiator
+ * exported here.
+ *
+ * @example
+ * ```ts
+ * import { startSimulator } from 'lba-status/sim';
+ * await using sim = await startSimulator({
+ *   sizeBytes: 1 << 30,
+ *   changed: [{ offset: 1 << 20, length: 65536 }],
+ * });
+ * console.log(sim.portal, sim.iqn, sim.changedExtents);
+ * ```
+ */
+
+export {
+  type CommandOptions,
+  type CommandResult,
+  type InitiatorOptions,
+  IscsiInitiator,
+  IscsiInitiatorError,
+} from './iscsi/initiator.js';
+export { blockData, fillBlockData } from './sim/block-data.js';
+export {
+  type BlockExtent,
+  type ByteExtent,
+  ChangedMap,
+  type ExtentState,
+  type RandomMapOptions,
+  type VolumeGeometry,
+} from './sim/changed-map.js';
+export {
+  DeviceServer,
+  type DeviceServerOptions,
+  type GlsMalformation,
+  glsDescriptors,
+  NexusState,
+  type ScsiRequest,
+  type ScsiResult,
+  VOLUME_LUN,
+} from './sim/device-server.js';
+export {
+  FAULT_KINDS,
+  FAULT_TARGETS,
+  type FaultDecision,
+  FaultInjector,
+  type FaultKind,
+  type FaultSpec,
+  type FaultTarget,
+  parseFault,
+} from './sim/faults.js';
+export { createPrng, type Prng } from './sim/prng.js';
+export {
+  buildChangedMap,
+  DEFAULT_CHANGE_BLOCK_SIZE,
+  DEFAULT_IQN,
+  expectedChangedExtents,
+  type Simulator,
+  type SimulatorOptions,
+  startSimulator,
+} from './sim/simulator.js';
+export { IscsiTarget, type TargetOptions, type TargetStats } from './sim/target.js';
