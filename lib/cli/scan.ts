@@ -171,7 +171,7 @@ async function writeExtents(
       if (changedOnly && !changed) continue;
       const additional = batch.additional[i]!;
       if (format === 'text') {
-        chunk += `${String(lba).padStart(14)}  ${String(blocks).padStart(10)}  ${statusName(status).padEnd(12)}${additional ? `  additional=${additional}` : ''}\n`;
+        chunk += `${String(lba).padStart(14)}  ${String(blocks).padStart(10)}  ${statusName(status).padEnd(15)}${additional ? `  additional=${additional}` : ''}\n`;
       } else {
         const line = `{"lba":${lba},"blocks":${blocks},"status":${status},"additional":${additional}}`;
         if (format === 'json') jsonItems.push(line);
@@ -184,7 +184,7 @@ async function writeExtents(
 }
 
 function statusName(status: number): string {
-  return ['mapped?', 'deallocated', 'anchored', 'mapped', 'unknown'][status] ?? `status ${status}`;
+  return ['mapped|unknown', 'deallocated', 'anchored', 'mapped', 'unknown'][status] ?? `status ${status}`;
 }
 
 async function runScan(args: string[], io: CliIo): Promise<number> {
