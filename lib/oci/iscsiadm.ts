@@ -107,13 +107,27 @@ export class Iscsiadm {
     await this.run([...this.nodeArgs(t), '-l'], [15]);
   }
 
-  /** Logs out; "no session" (21) is success. */
+  /** Logs out; "no session" (21) is success, and so is a missing iscsiadm (it made nothing). */
   async logout(t: IscsiTarget): Promise<void> {
-    await this.run([...this.nodeArgs(t), '-u'], [21]);
+    refuseBootTarget(t);
+    await this.run([...this.nodeArgs(t), '-u'], [21]).catch(ignoreMissingBinary);
   }
 
-  /** Deletes the node record; "no record" (21) is success. */
+  /** Deletes the node record; "no record" (21) is success, and so is a missing iscsiadm. */
   async deleteNode(t: IscsiTarget): Promise<void> {
-    await this.run([...this.nodeArgs(t), '-o', 'delete'], [21]);
+    refuseBootTarget(t);
+    await this.run([...this.nodeArgs(t), '-o', 'delete'], [21]).catch(ignoreMissingBinary);
+  }
+}
+
+function ignoreMissingBinary(err: unknown): void {
+  if (err instanceof IscsiadmError && err.exitCode === 127 && err.signal === null && / not found$/.test(err.stderr)) return;
+  throw err;
+}
+
+/** Never log out of or delete an instance's boot target (OCI names them …boot:uefi). */
+function refuseBootTarget(t: IscsiTarget): void {
+  if (/boot:uefi$/i.test(t.iqn)) {
+    throw new IscsiadmError(7, null, ['-T', t.iqn], `refusing to touch the boot target ${t.iqn}`);
   }
 }

@@ -581,7 +581,7 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
     const step = async (name: string, applies: boolean, fn: () => Promise<void>, detail?: string) => {
       if (state.done.has(name)) return;
       if (!applies) {
-        state.done.add(name);
+        if (name !== 'delete' || state.volumeId === undefined) state.done.add(name);
         return;
       }
       progress(name, 'start', detail);
@@ -603,9 +603,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       await step('find-attachment', true, () => this.findJobAttachment(state));
     }
     await step('detach', state.attachmentId !== undefined, () => this.detachAndWait(state.attachmentId as string), state.attachmentId);
+    // A volume still attached cannot be deleted (409 until the deadline): try again next release.
+    const attachedStill = state.attachmentId !== undefined && !state.done.has('detach');
     await step(
       'delete',
-      state.volumeId !== undefined,
+      state.volumeId !== undefined && !attachedStill,
       () => this.deleteAndWait(state.kind, state.volumeId as string),
       state.volumeId,
     );
