@@ -254,7 +254,7 @@ export class DeviceServer {
     let body: Buffer;
     switch (page) {
       case 0x00:
-        body = Buffer.from([0x00, 0x80, 0x83, 0xb0, 0xb2]);
+        body = Buffer.from([0x00, 0x80, 0x83, 0xb0, 0xb1, 0xb2]);
         break;
       case 0x80:
         body = Buffer.from(this.serial, 'ascii');
@@ -264,6 +264,11 @@ export class DeviceServer {
         break;
       case 0xb0:
         body = this.#blockLimits();
+        break;
+      case 0xb1:
+        // Block Device Characteristics: MEDIUM ROTATION RATE 1 (non-rotating medium).
+        body = Buffer.alloc(0x3c);
+        body[1] = 0x01;
         break;
       case 0xb2:
         // LBPRZ = 001b (unmapped blocks read as zeros); no UNMAP/WRITE SAME; thin provisioned.
@@ -362,13 +367,13 @@ export class DeviceServer {
     if (ten) {
       head = Buffer.alloc(8);
       head.writeUInt16BE(6 + body.length, 0);
-      head[3] = 0x80; // WP: the medium is write-protected
+      head[3] = 0x90; // WP (the medium is write-protected), DPOFUA (accepted, nothing cached)
       head[4] = llbaa && !dbd ? 1 : 0;
       head.writeUInt16BE(bd.length, 6);
     } else {
       head = Buffer.alloc(4);
       head[0] = Math.min(255, 3 + body.length);
-      head[2] = 0x80;
+      head[2] = 0x90;
       head[3] = bd.length;
     }
     return good(cut(Buffer.concat([head, body]), alloc));
@@ -391,8 +396,8 @@ export class DeviceServer {
   }
 
   #read(lba: number, blocks: number, lengthField: number): ScsiResult {
-    if (blocks === 0) return good();
     if (lba >= this.capacity || lba + blocks > this.capacity) return check(Sense.lbaOutOfRange);
+    if (blocks === 0) return good();
     if (blocks > this.maxTransferBlocks) return check(Sense.invalidField(lengthField));
     const bs = this.blockSize;
     const out = Buffer.alloc(blocks * bs);

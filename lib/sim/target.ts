@@ -321,10 +321,19 @@ class Connection {
     return sn;
   }
 
-  #advanceCmdSN(cmdSN: number, immediate: boolean | undefined): void {
-    if (immediate) return;
-    // Accept commands in order; tolerate a gap by moving the window forward.
-    if (!snLess(cmdSN, this.#expCmdSN)) this.#expCmdSN = snAdd(cmdSN, 1);
+  /**
+   * Sequencing of a non-immediate request (RFC 7143 §4.2.2.1): a CmdSN outside
+   * [ExpCmdSN, MaxCmdSN] is silently ignored (returns false). Requests arrive in order on the
+   * single connection; a gap inside the window moves the window forward.
+   */
+  #advanceCmdSN(cmdSN: number, immediate: boolean | undefined): boolean {
+    if (immediate) return true;
+    if (snLess(cmdSN, this.#expCmdSN) || snLess(this.#maxCmdSN, cmdSN)) {
+      this.#target.log(`ignoring CmdSN ${cmdSN} outside [${this.#expCmdSN}, ${this.#maxCmdSN}]`);
+      return false;
+    }
+    this.#expCmdSN = snAdd(cmdSN, 1);
+    return true;
   }
 
   #handle(pdu: Pdu, raw: RawPdu): void {
@@ -340,7 +349,7 @@ class Connection {
     if (this.#phase !== 'full') return;
     switch (pdu.opcode) {
       case Opcode.ScsiCommand:
-        this.#advanceCmdSN(pdu.cmdSN, pdu.immediate);
+        if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
         if (this.#session?.type !== 'Normal') {
           this.#reject(raw, RejectReason.ProtocolError);
           return;
@@ -351,15 +360,15 @@ class Connection {
         this.#nop(pdu);
         return;
       case Opcode.TaskMgmtRequest:
-        this.#advanceCmdSN(pdu.cmdSN, pdu.immediate);
+        if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
         this.#tmf(pdu);
         return;
       case Opcode.TextRequest:
-        this.#advanceCmdSN(pdu.cmdSN, pdu.immediate);
+        if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
         this.#text(pdu);
         return;
       case Opcode.LogoutRequest:
-        this.#advanceCmdSN(pdu.cmdSN, pdu.immediate);
+        if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
         this.#logout(pdu);
         return;
       case Opcode.DataOut:
@@ -438,7 +447,7 @@ class Connection {
 
   #nop(pdu: NopOutPdu): void {
     if (pdu.itt === RESERVED_TAG) return; // a reply to a NOP-In we never send
-    this.#advanceCmdSN(pdu.cmdSN, pdu.immediate);
+    if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
     this.#send({
       opcode: Opcode.NopIn,
       lun: pdu.lun,
