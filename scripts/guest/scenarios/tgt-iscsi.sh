@@ -15,7 +15,9 @@ scenario_up() {
   mkdir -p $TGT_DIR && mount -t tmpfs -o size=256M lbas $TGT_DIR || return 1
   truncate -s "${LBA_STATUS_TGT_SIZE:-64M}" $TGT_DIR/lun1.img || return 1
 
-  tgtd -f >"$_out/tgtd.log" 2>&1 &
+  # Daemons in their own sessions: iscsid's SIGTERM handler signals its whole process group,
+  # which would otherwise include the test command and the guest init.
+  setsid tgtd -f >"$_out/tgtd.log" 2>&1 &
   TGTD_PID=$!
   _i=0
   until tgtadm --op show --mode system >/dev/null 2>&1; do
@@ -34,7 +36,7 @@ scenario_up() {
     >/etc/iscsi/iscsid.conf
   echo "InitiatorName=iqn.2024-01.dev.lba-status:guest-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
     >/etc/iscsi/initiatorname.iscsi
-  iscsid -f >"$_out/iscsid.log" 2>&1 &
+  setsid iscsid -f >"$_out/iscsid.log" 2>&1 &
   ISCSID_PID=$!
   sleep 0.3
   iscsiadm -m node -o new -T $TGT_IQN -p $TGT_PORTAL >/dev/null &&
