@@ -20,7 +20,7 @@
 # 126 = the guest could not be set up (module load, mounts, GUEST_CWD missing); 2 = usage error.
 set -eu
 
-die() { echo "uml-run: $*" >&2; exit "${2:-2}"; }
+die() { echo "uml-run: $1" >&2; exit "${2:-2}"; }
 [ $# -eq 2 ] || die "usage: uml-run.sh OUTDIR 'command'"
 
 UML=${UML:-/usr/bin/linux.uml}
