@@ -79,6 +79,11 @@ q() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 } >"$WORK/cmd.sh"
 
 xtrace=; [ "$VERBOSE" = 1 ] && xtrace='set -x'
+# A fresh tmpfs on the guest's /tmp, unless it would hide OUTDIR or GUEST_CWD (a checkout under
+# /tmp); /tmp is writable through the overlay anyway.
+tmpfs_tmp=1
+case "$OUT/" in /tmp/*) tmpfs_tmp=0 ;; esac
+case "$GUEST_CWD/" in /tmp/*) tmpfs_tmp=0 ;; esac
 cat >"$WORK/init" <<EOF
 #!/bin/sh
 # PID 1 of the guest, run from the read-only hostfs root.
@@ -99,7 +104,8 @@ for m in $EXTRA_MODS; do \$M \$m || fail "modprobe \$m"; done
 R=/mnt/r
 mount -t overlay ov -o lowerdir=/,upperdir=/mnt/u,workdir=/mnt/w \$R || fail "overlay root"
 for d in proc sys dev; do mount --bind /\$d \$R/\$d || fail "bind /\$d"; done
-mount -t tmpfs -o mode=0755 run \$R/run && mount -t tmpfs -o mode=1777 tmp \$R/tmp || fail "tmpfs"
+mount -t tmpfs -o mode=0755 run \$R/run || fail "tmpfs on /run"
+[ $tmpfs_tmp = 0 ] || mount -t tmpfs -o mode=1777 tmp \$R/tmp || fail "tmpfs on /tmp"
 mkdir -p \$R/dev/shm && mount -t tmpfs -o mode=1777 shm \$R/dev/shm
 mkdir -p "\$R$OUT" && mount -t hostfs none "\$R$OUT" -o "$OUT" || fail "hostfs $OUT"
 # plain modprobe works inside the guest (e.g. to reload scsi_debug with other parameters)
