@@ -273,7 +273,7 @@ export class IscsiInitiator {
   }
 
   #await(itt: number, timeoutMs: number, extra: Partial<Pending> = {}): Promise<Pdu> {
-    return new Promise<Pdu>((resolve, reject) => {
+    const p = new Promise<Pdu>((resolve, reject) => {
       if (this.#closed) {
         reject(new IscsiInitiatorError('connection closed', 'ECONNRESET'));
         return;
@@ -287,6 +287,9 @@ export class IscsiInitiator {
           : undefined;
       this.#pending.set(itt, { resolve, reject, timer, ...extra });
     });
+    // The caller may fail to send (closed socket) before awaiting: never an unhandled rejection.
+    p.catch(() => {});
+    return p;
   }
 
   async #waitWindow(): Promise<void> {

@@ -1,0 +1,250 @@
+/**
+ * `lba-status sim serve`: serve a simulated OCI delta volume over iSCSI until SIGINT/SIGTERM.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import type { ByteExtent } from '../sim/changed-map.js';
+import { parseFault } from '../sim/faults.js';
+import { DEFAULT_IQN, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
+import { type CliCommand, type CliIo, UsageError } from './command.js';
+import { parseCount, reportError } from './util.js';
+
+const help = `Usage: lba-status sim serve --size BYTES (--changed FILE | --random-changes N --seed S) [options]
+
+Serve a simulated OCI delta volume over iSCSI (a userspace target; no kernel module, no root).
+The volume is LUN 1 of the target, read-only, thin provisioned; it answers GET LBA STATUS(32)
+like OCI (report types 0-4, RTP=1, completion conditions 1/2/3, scan length at most 1 GiB of
+blocks) and refuses GET LBA STATUS(16) unless --gls16. Changed blocks read back deterministic
+data (bytes 0-7 = the LBA); unchanged blocks read zeros. Every new session gets one UNIT
+ATTENTION (29h/00h), as after a real login.
+
+Once listening it prints one JSON line on stdout, then serves until SIGINT/SIGTERM:
+  {"iscsi":{"portal":"127.0.0.1:3260","iqn":"...","lun":1},"changed":N}
+
+Options:
+  --size BYTES               volume size (suffixes K, M, G, T: 16T = 16 TiB); required
+  --block-size 512|4096      logical block size (default 512)
+  --change-block-size N      change granularity in bytes, a power of two >= the block size
+                             (default 4096; OCI allows 4K to 1M)
+  --changed FILE             JSON array of changed byte ranges:
+                             [{"offset": BYTES, "length": BYTES}, ...]; an item may add
+                             "status": "deallocated" (changed to zeros). "-" reads stdin.
+  --random-changes N         N random changed extents instead (with --seed)
+  --seed S                   seed of the random map and of the block data (default 0)
+  --max-extent N             longest random extent in change blocks (default 16)
+  --host ADDR                listen address (default 127.0.0.1)
+  --port N                   TCP port (default 3260; 0 = any free port)
+  --iqn IQN                  target name (default ${DEFAULT_IQN})
+  --gls16                    also answer GET LBA STATUS(16) (OCI does not)
+  --chap USER:SECRET         require CHAP authentication
+  --no-unit-attention        no UNIT ATTENTION after login
+  --fault SPEC               inject a fault; repeatable. SPEC = KIND[:key=value,...]
+                             KIND: latency busy unit-attention not-ready task-set-full
+                                   drop-connection gls-bad-length gls-overlap
+                             keys: count=N (next N commands), p=0.1 (probability),
+                                   seed=S, ms=N (latency), on=get-lba-status|read|any
+  --dump-changed FILE        write the served changed map (same format as --changed)
+  --verbose                  log logins, faults and failed commands on stderr
+  -h, --help                 show this help
+
+Examples:
+  # 1 GiB volume, 100 random changed extents, on the standard iSCSI port
+  lba-status sim serve --size 1G --random-changes 100 --seed 7 --dump-changed map.json
+
+  # 16 TiB volume with 4 KiB blocks and 1 MiB change blocks, any free port
+  lba-status sim serve --size 16T --block-size 4096 --change-block-size 1M \\
+    --random-changes 100000 --seed 1 --port 0
+
+  # A given map; every third GET LBA STATUS is BUSY
+  lba-status sim serve --size 64M --changed changed.json --fault busy:p=0.33,seed=1
+
+  # Then, as root, log in with the kernel initiator (OCI's procedure):
+  iscsiadm -m node -o new -T ${DEFAULT_IQN} -p 127.0.0.1:3260
+  iscsiadm -m node -T ${DEFAULT_IQN} -p 127.0.0.1:3260 --login
+  sg_get_lba_status -T -t 1 -m 32768 -s 2097152 -l 0 /dev/sgN
+  iscsiadm -m node -T ${DEFAULT_IQN} -p 127.0.0.1:3260 --logout
+`;
+
+function parseChangedJson(text: string, file: string): ByteExtent[] {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`--changed ${file}: not valid JSON (${(err as Error).message})`);
+  }
+  if (!Array.isArray(value)) {
+    throw new UsageError(`--changed ${file}: expected a JSON array of {"offset","length"} objects`);
+  }
+  return value.map((item, i) => {
+    const o = item as Record<string, unknown>;
+    if (
+      !o ||
+      typeof o !== 'object' ||
+      typeof o.offset !== 'number' ||
+      typeof o.length !== 'number'
+    ) {
+      throw new UsageError(`--changed ${file}: item ${i} needs numeric "offset" and "length"`);
+    }
+    const e: ByteExtent = { offset: o.offset, length: o.length };
+    if (o.status !== undefined) {
+      if (o.status !== 'mapped' && o.status !== 'deallocated') {
+        throw new UsageError(`--changed ${file}: item ${i} "status" must be mapped or deallocated`);
+      }
+      e.status = o.status;
+    }
+    return e;
+  });
+}
+
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function run(args: string[], io: CliIo): Promise<number> {
+  try {
+    const { values } = parseArgs({
+      args,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        size: { type: 'string' },
+        'block-size': { type: 'string' },
+        'change-block-size': { type: 'string' },
+        changed: { type: 'string' },
+        'random-changes': { type: 'string' },
+        seed: { type: 'string' },
+        'max-extent': { type: 'string' },
+        host: { type: 'string' },
+        port: { type: 'string' },
+        iqn: { type: 'string' },
+        gls16: { type: 'boolean' },
+        chap: { type: 'string' },
+        'no-unit-attention': { type: 'boolean' },
+        fault: { type: 'string', multiple: true },
+        'dump-changed': { type: 'string' },
+        verbose: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+    if (values.help) {
+      io.stdout.write(help);
+      return 0;
+    }
+    const sizeBytes = parseCount(values.size, 'size', { sizes: true });
+    if (sizeBytes === undefined) throw new UsageError('--size is required (e.g. --size 1G)');
+    const blockSize = parseCount(values['block-size'], 'block-size') ?? 512;
+    if (blockSize !== 512 && blockSize !== 4096) {
+      throw new UsageError(`--block-size must be 512 or 4096, got ${blockSize}`);
+    }
+    const changeBlockSize =
+      parseCount(values['change-block-size'], 'change-block-size', { sizes: true }) ?? 4096;
+    const seed = parseCount(values.seed, 'seed') ?? 0;
+    const randomCount = parseCount(values['random-changes'], 'random-changes');
+    if (values.changed !== undefined && randomCount !== undefined) {
+      throw new UsageError('give either --changed FILE or --random-changes N, not both');
+    }
+    if (values.changed === undefined && randomCount === undefined) {
+      throw new UsageError('give --changed FILE or --random-changes N --seed S');
+    }
+    let changed: SimulatorOptions['changed'];
+    if (values.changed !== undefined) {
+      const file = values.changed;
+      let text: string;
+      try {
+        text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
+      } catch (err) {
+        throw new UsageError(`--changed ${file}: ${(err as Error).message}`);
+      }
+      changed = parseChangedJson(text, file);
+    } else {
+      const maxExtent = parseCount(values['max-extent'], 'max-extent');
+      changed = {
+        random: randomCount!,
+        seed,
+        ...(maxExtent !== undefined ? { maxExtentChangeBlocks: maxExtent } : {}),
+      };
+    }
+    const port = parseCount(values.port, 'port') ?? 3260;
+    const faults = (values.fault ?? []).map((f) => {
+      try {
+        return parseFault(f);
+      } catch (err) {
+        throw new UsageError(`--fault ${f}: ${(err as Error).message}`);
+      }
+    });
+    const opts: SimulatorOptions = {
+      sizeBytes,
+      blockSize,
+      changeBlockSize,
+      changed,
+      dataSeed: seed,
+      host: values.host ?? '127.0.0.1',
+      port,
+      gls16: values.gls16 ?? false,
+      faults,
+      unitAttentionOnLogin: !values['no-unit-attention'],
+    };
+    if (values.iqn !== undefined) opts.iqn = values.iqn;
+    if (values.chap !== undefined) {
+      const i = values.chap.indexOf(':');
+      if (i <= 0 || i === values.chap.length - 1)
+        throw new UsageError('--chap must be USER:SECRET');
+      opts.chap = { username: values.chap.slice(0, i), secret: values.chap.slice(i + 1) };
+    }
+    if (values.verbose) opts.log = (line) => io.stderr.write(`sim: ${line}\n`);
+    if (io.signal.aborted) return 130;
+
+    let sim: Awaited<ReturnType<typeof startSimulator>>;
+    try {
+      sim = await startSimulator(opts);
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code === 'EADDRINUSE' || e.code === 'EACCES') {
+        io.stderr.write(
+          `lba-status: cannot listen on ${opts.host}:${port}: ${e.code}` +
+            (e.code === 'EACCES' ? ' (ports below 1024 need root)' : ' (choose another --port)') +
+            '\n',
+        );
+        return 1;
+      }
+      if (e instanceof RangeError) throw new UsageError(e.message);
+      throw err;
+    }
+    try {
+      if (values['dump-changed'] !== undefined) {
+        await writeFile(
+          values['dump-changed'],
+          `${JSON.stringify(sim.map.byteExtents())}\n`,
+          'utf8',
+        );
+      }
+      io.stdout.write(
+        `${JSON.stringify({
+          iscsi: { portal: sim.portal, iqn: sim.iqn, lun: sim.lun },
+          changed: sim.changedExtents.length,
+        })}\n`,
+      );
+      await new Promise<void>((resolve) => {
+        if (io.signal.aborted) resolve();
+        else io.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    } finally {
+      await sim.close();
+    }
+    return 0;
+  } catch (err) {
+    if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      return reportError(new UsageError((err as Error).message), io);
+    }
+    return reportError(err, io);
+  }
+}
+
+export const simServeCommand: CliCommand = {
+  path: ['sim', 'serve'],
+  summary: 'serve a simulated OCI delta volume over iSCSI (for tests and CI)',
+  help,
+  run,
+};

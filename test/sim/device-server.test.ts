@@ -1,0 +1,276 @@
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { blockData } from '../../lib/sim/block-data.js';
+import { ChangedMap } from '../../lib/sim/changed-map.js';
+import { DeviceServer, NexusState } from '../../lib/sim/device-server.js';
+import { cdb, gls16Cdb, gls32Cdb, parseGls, senseTriple } from './helpers.js';
+
+// The OCI documented example (scsi-get-lba-status.md §10.1): 512 MiB, 512-byte blocks.
+const ociMap = ChangedMap.fromByteExtents(
+  { sizeBytes: 0x100000 * 512, blockSize: 512, changeBlockSize: 4096 },
+  [
+    { offset: 0x60 * 512, length: 0x10 * 512 },
+    { offset: 0x70 * 512, length: 8 * 512, status: 'deallocated' },
+    { offset: 0xa0 * 512, length: (0x100000 - 0xa0) * 512, status: 'deallocated' },
+  ],
+);
+const oci = new DeviceServer({ map: ociMap, dataSeed: 5 });
+const ociReply =
+  '00000034 00000007' +
+  '0000000000000060 00000010 03000000' +
+  '0000000000000070 00000008 01000000' +
+  '00000000000000a0 000fff60 01000000';
+
+function run(dev: DeviceServer, c: Buffer, lun = 1) {
+  return dev.execute({ lun, cdb: c });
+}
+
+describe('GET LBA STATUS(32)', () => {
+  it('reproduces the OCI documented reply byte for byte (completion condition 3)', () => {
+    const r = run(oci, gls32Cdb(0x60, 2097152, 32768));
+    expect(r.status).toBe(0);
+    expect(r.data!.toString('hex')).toBe(ociReply.replace(/ /g, ''));
+  });
+
+  it('reports completion condition 2 when the scan length ends before the medium', () => {
+    const r = run(oci, gls32Cdb(0, 0x78, 32768));
+    const p = parseGls(r.data!);
+    expect(p).toEqual({
+      parameterDataLength: 36,
+      completionCondition: 2,
+      rtp: 1,
+      descriptors: [
+        { lba: 0x60, blocks: 0x10, status: 3 },
+        { lba: 0x70, blocks: 8, status: 1 },
+      ],
+    });
+    // Window ending inside an extent: the descriptor is clipped to the window.
+    expect(parseGls(run(oci, gls32Cdb(0x64, 4, 1024)).data!).descriptors).toEqual([
+      { lba: 0x64, blocks: 4, status: 3 },
+    ]);
+    // A window with nothing changed: header only, length 4.
+    expect(run(oci, gls32Cdb(0x80, 0x10, 1024)).data!.toString('hex')).toBe('0000000400000005');
+  });
+
+  it('reports condition 1 and the full PARAMETER DATA LENGTH when the allocation length is met', () => {
+    const r = run(oci, gls32Cdb(0x60, 2097152, 24));
+    expect(r.data!.toString('hex')).toBe(
+      `0000003400000003${'0000000000000060 00000010 03000000'.replace(/ /g, '')}`,
+    );
+    // Allocation length not 8 + 16k: the last descriptor arrives cut.
+    const cutReply = run(oci, gls32Cdb(0x60, 2097152, 30));
+    expect(cutReply.data!.length).toBe(30);
+    expect(cutReply.data!.readUInt32BE(0)).toBe(0x34);
+    // Allocation lengths 0 and 4.
+    expect(run(oci, gls32Cdb(0x60, 2097152, 0)).data!.length).toBe(0);
+    expect(run(oci, gls32Cdb(0x60, 2097152, 4)).data!.toString('hex')).toBe('00000034');
+    // Exactly enough room for all three descriptors: condition 3, not 1.
+    expect(parseGls(run(oci, gls32Cdb(0x60, 2097152, 56)).data!).completionCondition).toBe(3);
+  });
+
+  it('honours report types 0, 2, 3 and 4', () => {
+    const rt = (t: number) => parseGls(run(oci, gls32Cdb(0, 0x100, 4096, t)).data!);
+    expect(rt(0).descriptors).toEqual([
+      { lba: 0, blocks: 0x60, status: 1 },
+      { lba: 0x60, blocks: 0x10, status: 0 },
+      { lba: 0x70, blocks: 0x90, status: 1 },
+    ]);
+    expect(rt(2).descriptors).toEqual([{ lba: 0x60, blocks: 0x10, status: 3 }]);
+    expect(rt(3).descriptors).toEqual([
+      { lba: 0x70, blocks: 8, status: 1 },
+      { lba: 0xa0, blocks: 0x60, status: 1 },
+    ]);
+    expect(rt(4)).toMatchObject({ parameterDataLength: 4, completionCondition: 2, rtp: 1 });
+    expect(senseTriple(run(oci, gls32Cdb(0, 8, 1024, 0x10)).sense)).toBe('05/24/00');
+  });
+
+  it('refuses a scan length of 0 or above 1 GiB of blocks with 24h/00h pointing at byte 20', () => {
+    for (const scan of [0, 2097153]) {
+      const r = run(oci, gls32Cdb(0, scan, 1024));
+      expect(r.status).toBe(2);
+      expect(r.sense!.toString('hex')).toBe('700005000000000a00000000240000c00014');
+    }
+    expect(run(oci, gls32Cdb(0, 2097152, 1024)).status).toBe(0);
+    const dev4k = new DeviceServer({
+      map: ChangedMap.fromByteExtents(
+        { sizeBytes: 2 ** 32, blockSize: 4096, changeBlockSize: 4096 },
+        [],
+      ),
+      dataSeed: 0,
+    });
+    expect(run(dev4k, gls32Cdb(0, 262144, 1024)).status).toBe(0);
+    expect(senseTriple(run(dev4k, gls32Cdb(0, 262145, 1024)).sense)).toBe('05/24/00');
+  });
+
+  it('refuses a start LBA beyond the capacity with 21h/00h', () => {
+    for (const lba of [0x100000, 0x100001, 2 ** 63]) {
+      const c = gls32Cdb(0, 8, 1024);
+      c.writeBigUInt64BE(BigInt(lba), 12);
+      expect(senseTriple(run(oci, c).sense)).toBe('05/21/00');
+    }
+    expect(parseGls(run(oci, gls32Cdb(0xfffff, 8, 1024)).data!)).toMatchObject({
+      completionCondition: 3,
+      descriptors: [{ lba: 0xfffff, blocks: 1, status: 1 }],
+    });
+  });
+
+  it('agrees with sg_get_lba_status --inhex (the sg3_utils oracle)', () => {
+    if (!existsSync('/usr/bin/sg_get_lba_status')) return;
+    const dir = mkdtempSync(join(tmpdir(), 'gls-'));
+    const file = join(dir, 'reply.hex');
+    const bytes = run(oci, gls32Cdb(0x60, 2097152, 32768)).data!;
+    writeFileSync(file, bytes.toString('hex').replace(/(..)/g, '$1 '));
+    const out = execFileSync('sg_get_lba_status', ['--inhex', file, '-b', '-m', '1024'], {
+      encoding: 'utf8',
+    });
+    expect(out.trim().split('\n')).toEqual([
+      'Completion condition=3',
+      'RTP=1',
+      '0x0000000000000060  0x10  3  0',
+      '0x0000000000000070  0x8  1  0',
+      '0x00000000000000a0  0xfff60  1  0',
+    ]);
+  });
+
+  it('produces the malformed replies fault injection asks for', () => {
+    const bad = oci.execute({ lun: 1, cdb: gls32Cdb(0x60, 2097152, 32768), malform: 'bad-length' });
+    const len = bad.data!.readUInt32BE(0);
+    expect((len - 4) % 16).not.toBe(0);
+    expect(bad.data!.length).toBe(4 + len); // nothing cut: the length itself is wrong
+    const ov = parseGls(
+      oci.execute({ lun: 1, cdb: gls32Cdb(0x60, 2097152, 32768), malform: 'overlap' }).data!,
+    );
+    const [a, b] = ov.descriptors;
+    expect(b!.lba).toBeLessThan(a!.lba + a!.blocks);
+  });
+});
+
+describe('GET LBA STATUS(16)', () => {
+  it('is refused with 20h/00h like OCI', () => {
+    expect(senseTriple(run(oci, gls16Cdb(0, 1024)).sense)).toBe('05/20/00');
+  });
+
+  it('is answered to the end of the medium when enabled', () => {
+    const dev = new DeviceServer({ map: ociMap, dataSeed: 0, gls16: true });
+    expect(run(dev, gls16Cdb(0x60, 32768)).data!.toString('hex')).toBe(ociReply.replace(/ /g, ''));
+    expect(parseGls(run(dev, gls16Cdb(0, 32768, 2)).data!).descriptors).toEqual([
+      { lba: 0x60, blocks: 0x10, status: 3 },
+    ]);
+    expect(parseGls(run(dev, gls16Cdb(0x60, 24)).data!).completionCondition).toBe(1);
+  });
+
+  it('splits descriptors longer than 2^32 - 1 blocks', () => {
+    const map = ChangedMap.fromByteExtents(
+      { sizeBytes: 2 ** 44, blockSize: 512, changeBlockSize: 4096 },
+      [{ offset: 0, length: 2 ** 43 }],
+    );
+    const dev = new DeviceServer({ map, dataSeed: 0, gls16: true });
+    const p = parseGls(run(dev, gls16Cdb(0, 1024, 0)).data!);
+    const total = p.descriptors.reduce((s, d) => s + d.blocks, 0);
+    expect(p.descriptors[0]).toEqual({ lba: 0, blocks: 0xffffffff, status: 0 });
+    expect(total).toBe(2 ** 35);
+    expect(p.completionCondition).toBe(3);
+  });
+});
+
+describe('other commands', () => {
+  it('INQUIRY: ORACLE BlockVolume on LUN 1, peripheral qualifier 3 elsewhere', () => {
+    const std = run(oci, cdb('120000006000'));
+    expect(std.data!.length).toBe(96);
+    expect(std.data![0]).toBe(0);
+    expect(std.data![2]).toBe(6);
+    expect(std.data!.subarray(8, 32).toString('latin1')).toBe('ORACLE  BlockVolume     ');
+    const lun0 = run(oci, cdb('120000006000'), 0);
+    expect(lun0.data![0]).toBe(0x7f);
+    expect(lun0.data![2]).toBe(6);
+    expect(run(oci, cdb('120100ff0000')).data!.toString('hex')).toBe('00000006008083b0b1b2');
+    expect(run(oci, cdb('1201b2ff0000')).data!.toString('hex')).toBe('00b2000400040200');
+    const b0 = run(oci, cdb('1201b0ff0000')).data!;
+    expect(b0.readUInt16BE(2)).toBe(0x3c);
+    expect(b0.readUInt32BE(8)).toBe(8192); // 4 MiB of 512-byte blocks
+    expect(b0.readUInt32BE(20)).toBe(0); // no UNMAP
+    expect(
+      senseTriple(run(oci, cdb('120000006000'.replace(/^1200/, '1201')).subarray(0, 6)).sense),
+    ).toBe('none');
+    expect(senseTriple(run(oci, cdb('1201c0ff0000')).sense)).toBe('05/24/00');
+  });
+
+  it('REPORT LUNS lists LUN 1 only, on any LUN', () => {
+    const r = run(oci, cdb('a00000000000000010000000'), 0);
+    expect(r.data!.toString('hex')).toBe('00000008000000000001000000000000');
+  });
+
+  it('READ CAPACITY(10/16) with LBPME and LBPRZ', () => {
+    expect(run(oci, cdb('25000000000000000000')).data!.toString('hex')).toBe('000fffff00000200');
+    expect(run(oci, cdb('9e100000000000000000000000200000')).data!.toString('hex')).toBe(
+      `00000000000fffff00000200 0000c000`.replace(/ /g, '') + '00'.repeat(16),
+    );
+  });
+
+  it('MODE SENSE reports a write-protected medium; writes get DATA PROTECT 27h/00h', () => {
+    const ms6 = run(oci, cdb('1a003f00ff00')).data!;
+    expect(ms6[2]! & 0x80).toBe(0x80);
+    expect(ms6[3]).toBe(8);
+    expect(ms6.readUIntBE(9, 3)).toBe(512);
+    const ms10 = run(oci, cdb('5a10080000000000ff00')).data!;
+    expect(ms10[3]! & 0x80).toBe(0x80);
+    expect(ms10.readUInt16BE(6)).toBe(16);
+    expect(Number(ms10.readBigUInt64BE(8))).toBe(0x100000);
+    expect(senseTriple(run(oci, cdb('2a000000000000000100')).sense)).toBe('07/27/00');
+    expect(senseTriple(run(oci, cdb('8a000000000000000000000000010000')).sense)).toBe('07/27/00');
+    expect(senseTriple(run(oci, cdb('1a00c000ff00')).sense)).toBe('05/39/00');
+  });
+
+  it('READ returns the deterministic data of changed blocks and zeros elsewhere', () => {
+    const r = run(oci, cdb('28000000005e00000400')); // LBAs 0x5e..0x61
+    expect(r.data!.length).toBe(4 * 512);
+    expect(r.data!.subarray(0, 1024).every((b) => b === 0)).toBe(true);
+    expect(r.data!.subarray(1024, 1536)).toEqual(blockData(0x60, 512, 5));
+    expect(r.data!.readUInt32BE(1536 + 4)).toBe(0x61);
+    // Deallocated blocks read zeros.
+    expect(run(oci, cdb('28000000007000000100')).data!.every((b) => b === 0)).toBe(true);
+    expect(senseTriple(run(oci, cdb('2800000fffff00000200')).sense)).toBe('05/21/00');
+    expect(senseTriple(run(oci, cdb('28000010000000000000')).sense)).toBe('05/21/00');
+    expect(run(oci, cdb('28000000000000000000')).status).toBe(0);
+    expect(senseTriple(run(oci, cdb('28000000000000ffff00')).sense)).toBe('05/24/00');
+  });
+
+  it('REPORT SUPPORTED OPERATION CODES lists GET LBA STATUS(32) and not (16)', () => {
+    const one = run(oci, cdb('a30c027f0012000010000000')).data!;
+    expect(one[1]! & 7).toBe(3);
+    expect(one.readUInt16BE(2)).toBe(32);
+    expect(one[4]).toBe(0x7f);
+    expect(run(oci, cdb('a30c029e0012000010000000')).data!.toString('hex')).toBe('00010000');
+    expect(run(oci, cdb('a30c029e0010000010000000')).data![1]! & 7).toBe(3);
+    const all = run(oci, cdb('a30c00000000000100000000')).data!;
+    const n = all.readUInt32BE(0) / 8;
+    const ops = [];
+    for (let i = 0; i < n; i++) ops.push(all.subarray(4 + i * 8, 4 + i * 8 + 4).toString('hex'));
+    expect(ops).toContain('7f000012');
+    expect(ops).not.toContain('9e000012');
+    const with16 = new DeviceServer({ map: ociMap, dataSeed: 0, gls16: true });
+    expect(run(with16, cdb('a30c029e0012000010000000')).data![1]! & 7).toBe(3);
+  });
+
+  it('UNIT ATTENTION 29h/00h once per nexus; INQUIRY does not consume it', () => {
+    const nexus = new NexusState();
+    nexus.addUnitAttention(1);
+    const exec = (c: string) => oci.execute({ lun: 1, cdb: cdb(c), nexus });
+    expect(exec('120000006000').status).toBe(0);
+    expect(senseTriple(exec('000000000000').sense)).toBe('06/29/00');
+    expect(exec('000000000000').status).toBe(0);
+    nexus.addUnitAttention(1);
+    const rs = exec('0300000012 00');
+    expect(rs.status).toBe(0);
+    expect(senseTriple(rs.data)).toBe('06/29/00');
+    expect(senseTriple(exec('030000001200').data)).toBe('00/00/00');
+  });
+
+  it('answers unknown opcodes with 20h/00h and other LUNs with 25h/00h', () => {
+    expect(senseTriple(run(oci, cdb('c10000000000')).sense)).toBe('05/20/00');
+    expect(senseTriple(run(oci, cdb('000000000000'), 2).sense)).toBe('05/25/00');
+  });
+});
