@@ -36,8 +36,16 @@ export async function fetchInstanceIdentity(
     );
   }
   const b = body as Partial<InstanceIdentity> | null;
-  if (!b || typeof b.id !== 'string' || typeof b.compartmentId !== 'string' || typeof b.availabilityDomain !== 'string') {
-    throw new OciDeltaError('ERR_OCI_IMDS', `instance metadata from ${url} lacks id/compartmentId/availabilityDomain`);
+  if (
+    !b ||
+    typeof b.id !== 'string' ||
+    typeof b.compartmentId !== 'string' ||
+    typeof b.availabilityDomain !== 'string'
+  ) {
+    throw new OciDeltaError(
+      'ERR_OCI_IMDS',
+      `instance metadata from ${url} lacks id/compartmentId/availabilityDomain`,
+    );
   }
   return {
     id: b.id,

@@ -20,10 +20,10 @@ export {
   checkBackupPair,
   MAX_CHANGE_BLOCK_SIZE,
   MIN_CHANGE_BLOCK_SIZE,
-  OciDeltaVolumeProvisioner,
   type OciDeltaOptions,
   type OciDeltaProvisionerConfig,
   type OciDeltaVolume,
+  OciDeltaVolumeProvisioner,
   validateDeltaRequest,
 } from './provisioner.js';
 export {
@@ -35,6 +35,6 @@ export {
   type OciClients,
   type RetryPolicy,
 } from './sdk.js';
-export { parseDuration, sweep, type SweepOptions, type SweepResult } from './sweep.js';
+export { parseDuration, type SweepOptions, type SweepResult, sweep } from './sweep.js';
 export { type FindDeviceOptions, type IscsiDevice, lookupDevice, waitForDevice } from './sysfs.js';
 export { TAG_CREATED, TAG_HOST, TAG_INSTANCE, TAG_JOB, TAG_MARK, TAG_MARK_VALUE } from './tags.js';

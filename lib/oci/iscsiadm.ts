@@ -8,8 +8,8 @@
  * attaches with `useChap: false`, so a secret only exists when the service demands CHAP.
  */
 import { execFile } from 'node:child_process';
-import { withHostLock } from './host-lock.js';
 import { IscsiadmError } from './errors.js';
+import { withHostLock } from './host-lock.js';
 
 export interface IscsiadmOptions {
   /** iscsiadm binary (default `iscsiadm` from PATH). */
@@ -54,33 +54,49 @@ export class Iscsiadm {
   }
 
   /** Runs iscsiadm with `args`; `ok` lists extra exit codes that mean success. `secret` is redacted. */
-  run(args: string[], ok: readonly number[] = [], secret?: string): Promise<{ exitCode: number; stdout: string }> {
+  run(
+    args: string[],
+    ok: readonly number[] = [],
+    secret?: string,
+  ): Promise<{ exitCode: number; stdout: string }> {
     const shown = secret === undefined ? args : args.map((a) => (a === secret ? '***' : a));
-    return withHostLock({ path: this.lockPath }, () => new Promise((resolve, reject) => {
-      execFile(
-        this.binary,
-        args,
-        { timeout: this.timeoutMs, killSignal: 'SIGKILL', env: this.#env ?? process.env, maxBuffer: 4 << 20 },
-        (error, stdout, stderr) => {
-          const clean = (s: string) => (secret ? s.split(secret).join('***') : s);
-          if (!error) {
-            resolve({ exitCode: 0, stdout: clean(String(stdout)) });
-            return;
-          }
-          const e = error as NodeJS.ErrnoException & { code?: number | string; signal?: string | null };
-          if (e.code === 'ENOENT') {
-            reject(new IscsiadmError(127, null, shown, `${this.binary}: not found`));
-            return;
-          }
-          const exitCode = typeof e.code === 'number' ? e.code : null;
-          if (exitCode !== null && ok.includes(exitCode)) {
-            resolve({ exitCode, stdout: clean(String(stdout)) });
-            return;
-          }
-          reject(new IscsiadmError(exitCode, e.signal ?? null, shown, clean(String(stderr))));
-        },
-      );
-    }));
+    return withHostLock(
+      { path: this.lockPath },
+      () =>
+        new Promise((resolve, reject) => {
+          execFile(
+            this.binary,
+            args,
+            {
+              timeout: this.timeoutMs,
+              killSignal: 'SIGKILL',
+              env: this.#env ?? process.env,
+              maxBuffer: 4 << 20,
+            },
+            (error, stdout, stderr) => {
+              const clean = (s: string) => (secret ? s.split(secret).join('***') : s);
+              if (!error) {
+                resolve({ exitCode: 0, stdout: clean(String(stdout)) });
+                return;
+              }
+              const e = error as NodeJS.ErrnoException & {
+                code?: number | string;
+                signal?: string | null;
+              };
+              if (e.code === 'ENOENT') {
+                reject(new IscsiadmError(127, null, shown, `${this.binary}: not found`));
+                return;
+              }
+              const exitCode = typeof e.code === 'number' ? e.code : null;
+              if (exitCode !== null && ok.includes(exitCode)) {
+                resolve({ exitCode, stdout: clean(String(stdout)) });
+                return;
+              }
+              reject(new IscsiadmError(exitCode, e.signal ?? null, shown, clean(String(stderr))));
+            },
+          );
+        }),
+    );
   }
 
   private nodeArgs(t: IscsiTarget): string[] {
@@ -99,7 +115,11 @@ export class Iscsiadm {
   }
 
   async update(t: IscsiTarget, name: string, value: string, secret = false): Promise<void> {
-    await this.run([...this.nodeArgs(t), '-o', 'update', '-n', name, '-v', value], [], secret ? value : undefined);
+    await this.run(
+      [...this.nodeArgs(t), '-o', 'update', '-n', name, '-v', value],
+      [],
+      secret ? value : undefined,
+    );
   }
 
   /** Logs in; "already logged in" (15) is success. */
@@ -121,7 +141,13 @@ export class Iscsiadm {
 }
 
 function ignoreMissingBinary(err: unknown): void {
-  if (err instanceof IscsiadmError && err.exitCode === 127 && err.signal === null && / not found$/.test(err.stderr)) return;
+  if (
+    err instanceof IscsiadmError &&
+    err.exitCode === 127 &&
+    err.signal === null &&
+    / not found$/.test(err.stderr)
+  )
+    return;
   throw err;
 }
 

@@ -12,13 +12,30 @@ import { hostname } from 'node:os';
 import type * as OciCore from 'oci-core';
 import { abortError, isAbortError, throwIfAborted } from '../provision/errors.js';
 import { releaseOnce } from '../provision/release.js';
-import type { ProvisionedVolume, ProvisionOptions, ProvisionProgress, VolumeProvisioner } from '../provision/types.js';
+import type {
+  ProvisionedVolume,
+  ProvisionOptions,
+  ProvisionProgress,
+  VolumeProvisioner,
+} from '../provision/types.js';
 import { OciDeltaError } from './errors.js';
-import { fetchInstanceIdentity, DEFAULT_IMDS_URL, type InstanceIdentity } from './imds.js';
-import { type ChapCredentials, Iscsiadm, type IscsiadmOptions, type IscsiTarget } from './iscsiadm.js';
+import { DEFAULT_IMDS_URL, fetchInstanceIdentity, type InstanceIdentity } from './imds.js';
+import {
+  type ChapCredentials,
+  Iscsiadm,
+  type IscsiadmOptions,
+  type IscsiTarget,
+} from './iscsiadm.js';
 import { backupKind, type DeltaVolumeKind, requireOcid } from './ocid.js';
 import { type PollTiming, pollUntil } from './poll.js';
-import { createOciClients, fromOciError, isNotFound, isTransient, type OciClientOptions, type OciClients } from './sdk.js';
+import {
+  createOciClients,
+  fromOciError,
+  isNotFound,
+  isTransient,
+  type OciClientOptions,
+  type OciClients,
+} from './sdk.js';
 import { waitForDevice } from './sysfs.js';
 import { TAG_CREATED, TAG_HOST, TAG_INSTANCE, TAG_JOB, TAG_MARK, TAG_MARK_VALUE } from './tags.js';
 
@@ -121,7 +138,10 @@ export function validateDeltaRequest(o: {
       { httpStatus: 400 },
     );
   }
-  if (o.vpusPerGB !== undefined && (typeof o.vpusPerGB !== 'number' || !Number.isInteger(o.vpusPerGB) || o.vpusPerGB < 10)) {
+  if (
+    o.vpusPerGB !== undefined &&
+    (typeof o.vpusPerGB !== 'number' || !Number.isInteger(o.vpusPerGB) || o.vpusPerGB < 10)
+  ) {
     throw new OciDeltaError(
       'ERR_OCI_REQUEST_REJECTED',
       `vpusPerGB ${String(o.vpusPerGB)} is not allowed: delta volumes cannot use the Lower Cost level (0); use 10 or more`,
@@ -187,7 +207,11 @@ export function checkBackupPair(first: BackupInfo, second: BackupInfo): void {
       { httpStatus: 400, resourceId: second.id },
     );
   }
-  if (first.sizeInMBs !== undefined && second.sizeInMBs !== undefined && first.sizeInMBs !== second.sizeInMBs) {
+  if (
+    first.sizeInMBs !== undefined &&
+    second.sizeInMBs !== undefined &&
+    first.sizeInMBs !== second.sizeInMBs
+  ) {
     throw new OciDeltaError(
       'ERR_OCI_VOLUME_RESIZED',
       `the volume was resized between the backups (${first.sizeInMBs} MB → ${second.sizeInMBs} MB); OCI cannot build a delta across a resize`,
@@ -211,7 +235,9 @@ interface JobState {
   done: Set<string>;
 }
 
-export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOptions>, AsyncDisposable {
+export class OciDeltaVolumeProvisioner
+  implements VolumeProvisioner<OciDeltaOptions>, AsyncDisposable
+{
   readonly kind = 'oci-delta';
   readonly #config: OciDeltaProvisionerConfig;
   #clients: Promise<OciClients> | undefined;
@@ -223,7 +249,8 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
     this.#config = config;
     this.#ownsClients = config.clients === undefined;
     if (config.clients) this.#clients = Promise.resolve(config.clients);
-    this.iscsiadm = config.iscsiadm instanceof Iscsiadm ? config.iscsiadm : new Iscsiadm(config.iscsiadm);
+    this.iscsiadm =
+      config.iscsiadm instanceof Iscsiadm ? config.iscsiadm : new Iscsiadm(config.iscsiadm);
   }
 
   /** The SDK clients (built on first use). */
@@ -254,7 +281,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
     if (c.instanceId) {
       requireOcid(c.instanceId, ['instance'], 'instance id');
       if (c.compartmentId && c.availabilityDomain) {
-        return { id: c.instanceId, compartmentId: c.compartmentId, availabilityDomain: c.availabilityDomain };
+        return {
+          id: c.instanceId,
+          compartmentId: c.compartmentId,
+          availabilityDomain: c.availabilityDomain,
+        };
       }
       const { compute } = await this.clients();
       try {
@@ -269,12 +300,13 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
         throw fromOciError(err, 'getInstance', c.instanceId);
       }
     }
-    this.#identity ??= fetchInstanceIdentity(c.imdsUrl ?? DEFAULT_IMDS_URL, signal ? { signal } : {}).catch(
-      (e: unknown) => {
-        this.#identity = undefined;
-        throw e;
-      },
-    );
+    this.#identity ??= fetchInstanceIdentity(
+      c.imdsUrl ?? DEFAULT_IMDS_URL,
+      signal ? { signal } : {},
+    ).catch((e: unknown) => {
+      this.#identity = undefined;
+      throw e;
+    });
     const id = await this.#identity;
     return {
       ...id,
@@ -284,7 +316,12 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
   }
 
   /** Reads both backups and checks every documented restriction before anything is created. */
-  async validate(options: OciDeltaOptions): Promise<{ kind: DeltaVolumeKind; changeBlockSize: number; first: BackupInfo; second: BackupInfo }> {
+  async validate(options: OciDeltaOptions): Promise<{
+    kind: DeltaVolumeKind;
+    changeBlockSize: number;
+    first: BackupInfo;
+    second: BackupInfo;
+  }> {
     const { kind, changeBlockSize } = validateDeltaRequest(options);
     const { blockstorage } = await this.clients();
     const get = async (id: string, which: string): Promise<BackupInfo> => {
@@ -300,7 +337,12 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
             'ERR_OCI_BACKUP_NOT_FOUND',
             `${which} backup ${id} was not found (or your IAM policy does not allow reading it: ` +
               'allow group … to read volume-backups in compartment …)',
-            { httpStatus: 404, resourceId: id, operation: kind === 'block' ? 'getVolumeBackup' : 'getBootVolumeBackup', cause: err },
+            {
+              httpStatus: 404,
+              resourceId: id,
+              operation: kind === 'block' ? 'getVolumeBackup' : 'getBootVolumeBackup',
+              cause: err,
+            },
           );
         }
         throw fromOciError(err, kind === 'block' ? 'getVolumeBackup' : 'getBootVolumeBackup', id);
@@ -318,7 +360,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
   }
 
   /** OCI: when both backups are incremental, no full backup may exist between them. */
-  private async checkNoFullBackupBetween(kind: DeltaVolumeKind, first: BackupInfo, second: BackupInfo): Promise<void> {
+  private async checkNoFullBackupBetween(
+    kind: DeltaVolumeKind,
+    first: BackupInfo,
+    second: BackupInfo,
+  ): Promise<void> {
     const { blockstorage } = await this.clients();
     let page: string | undefined;
     do {
@@ -349,7 +395,12 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       }
       for (const raw of items) {
         const b = backupInfo(raw);
-        if (b.type === 'FULL' && b.lifecycleState === 'AVAILABLE' && b.timeCreated > first.timeCreated && b.timeCreated < second.timeCreated) {
+        if (
+          b.type === 'FULL' &&
+          b.lifecycleState === 'AVAILABLE' &&
+          b.timeCreated > first.timeCreated &&
+          b.timeCreated < second.timeCreated
+        ) {
           throw new OciDeltaError(
             'ERR_OCI_FULL_BACKUP_BETWEEN',
             `a FULL backup (${b.id}, ${b.timeCreated.toISOString()}) lies between the two incremental backups; ` +
@@ -455,7 +506,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
         resourceId: volume.id,
         get: () => this.getVolume(kind, volume.id),
         check: (v) =>
-          v.lifecycleState === 'AVAILABLE' ? 'done' : v.lifecycleState === 'PROVISIONING' || v.lifecycleState === 'RESTORING' ? 'wait' : 'fail',
+          v.lifecycleState === 'AVAILABLE'
+            ? 'done'
+            : v.lifecycleState === 'PROVISIONING' || v.lifecycleState === 'RESTORING'
+              ? 'wait'
+              : 'fail',
         describe: (v) => String(v.lifecycleState),
         ...this.#config.poll,
         ...(signal ? { signal } : {}),
@@ -491,8 +546,16 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
         what: `attachment ${attachment.id} to become ATTACHED`,
         operation: 'getVolumeAttachment',
         resourceId: attachment.id,
-        get: async () => (await compute.getVolumeAttachment({ volumeAttachmentId: attachment.id })).volumeAttachment,
-        check: (a) => (a.lifecycleState === 'ATTACHED' ? 'done' : a.lifecycleState === 'ATTACHING' ? 'wait' : 'fail'),
+        get: async () =>
+          (
+            await compute.getVolumeAttachment({ volumeAttachmentId: attachment.id })
+          ).volumeAttachment,
+        check: (a) =>
+          a.lifecycleState === 'ATTACHED'
+            ? 'done'
+            : a.lifecycleState === 'ATTACHING'
+              ? 'wait'
+              : 'fail',
         describe: (a) => String(a.lifecycleState),
         ...this.#config.poll,
         ...(signal ? { signal } : {}),
@@ -510,9 +573,15 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       const target: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
       state.target = target;
       const chap: ChapCredentials | undefined =
-        iscsi.chapUsername && iscsi.chapSecret ? { username: iscsi.chapUsername, secret: iscsi.chapSecret } : undefined;
+        iscsi.chapUsername && iscsi.chapSecret
+          ? { username: iscsi.chapUsername, secret: iscsi.chapSecret }
+          : undefined;
 
-      progress('login', 'start', `${target.iqn} at ${target.address}:${target.port}${chap ? ' (CHAP)' : ''}`);
+      progress(
+        'login',
+        'start',
+        `${target.iqn} at ${target.address}:${target.port}${chap ? ' (CHAP)' : ''}`,
+      );
       state.nodeAttempted = true;
       await this.iscsiadm.addNode(target, chap);
       throwIfAborted(signal);
@@ -532,7 +601,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       progress('device', 'done', device.devicePath);
 
       const sizeInBytes =
-        typeof ready.sizeInMBs === 'number' ? ready.sizeInMBs * 1024 * 1024 : typeof ready.sizeInGBs === 'number' ? ready.sizeInGBs * 2 ** 30 : undefined;
+        typeof ready.sizeInMBs === 'number'
+          ? ready.sizeInMBs * 1024 * 1024
+          : typeof ready.sizeInGBs === 'number'
+            ? ready.sizeInGBs * 2 ** 30
+            : undefined;
       return {
         kind,
         volumeId: volume.id,
@@ -574,11 +647,19 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
     return { ...this.#config.poll };
   }
 
-  private async releaseJob(state: JobState, onProgress?: (e: ProvisionProgress) => void): Promise<void> {
+  private async releaseJob(
+    state: JobState,
+    onProgress?: (e: ProvisionProgress) => void,
+  ): Promise<void> {
     const progress = (step: string, phase: ProvisionProgress['phase'], detail?: string) =>
       onProgress?.({ step, phase, ...(detail === undefined ? {} : { detail }) });
     const errors: unknown[] = [];
-    const step = async (name: string, applies: boolean, fn: () => Promise<void>, detail?: string) => {
+    const step = async (
+      name: string,
+      applies: boolean,
+      fn: () => Promise<void>,
+      detail?: string,
+    ) => {
       if (state.done.has(name)) return;
       if (!applies) {
         if (name !== 'delete' || state.volumeId === undefined) state.done.add(name);
@@ -594,15 +675,30 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       }
     };
     const target = state.target;
-    await step('logout', state.loginAttempted && target !== undefined, () => this.iscsiadm.logout(target as IscsiTarget), target?.iqn);
-    await step('node-delete', state.nodeAttempted && target !== undefined, () => this.iscsiadm.deleteNode(target as IscsiTarget), target?.iqn);
+    await step(
+      'logout',
+      state.loginAttempted && target !== undefined,
+      () => this.iscsiadm.logout(target as IscsiTarget),
+      target?.iqn,
+    );
+    await step(
+      'node-delete',
+      state.nodeAttempted && target !== undefined,
+      () => this.iscsiadm.deleteNode(target as IscsiTarget),
+      target?.iqn,
+    );
     if (state.createAttempted && state.volumeId === undefined) {
       await step('find-volume', true, () => this.findJobVolume(state));
     }
     if (state.volumeId !== undefined && state.attachAttempted && state.attachmentId === undefined) {
       await step('find-attachment', true, () => this.findJobAttachment(state));
     }
-    await step('detach', state.attachmentId !== undefined, () => this.detachAndWait(state.attachmentId as string), state.attachmentId);
+    await step(
+      'detach',
+      state.attachmentId !== undefined,
+      () => this.detachAndWait(state.attachmentId as string),
+      state.attachmentId,
+    );
     // A volume still attached cannot be deleted (409 until the deadline): try again next release.
     const attachedStill = state.attachmentId !== undefined && !state.done.has('detach');
     await step(
@@ -616,7 +712,9 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
         !state.done.has('logout') && target ? `iSCSI session to ${target.iqn}` : '',
         !state.done.has('node-delete') && target ? `iscsiadm node record ${target.iqn}` : '',
         !state.done.has('detach') && state.attachmentId ? `attachment ${state.attachmentId}` : '',
-        !state.done.has('delete') && state.volumeId ? `volume ${state.volumeId} (billed at full size!)` : '',
+        !state.done.has('delete') && state.volumeId
+          ? `volume ${state.volumeId} (billed at full size!)`
+          : '',
       ].filter(Boolean);
       throw new OciDeltaError(
         'ERR_OCI_RELEASE',
@@ -636,10 +734,16 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
         state.kind === 'block'
           ? (await blockstorage.listVolumes({ compartmentId: state.compartmentId })).items
           : (await blockstorage.listBootVolumes({ compartmentId: state.compartmentId })).items;
-      const mine = items.find((v) => v.freeformTags?.[TAG_JOB] === state.jobId && v.lifecycleState !== 'TERMINATED');
+      const mine = items.find(
+        (v) => v.freeformTags?.[TAG_JOB] === state.jobId && v.lifecycleState !== 'TERMINATED',
+      );
       if (mine) state.volumeId = mine.id;
     } catch (err) {
-      throw fromOciError(err, state.kind === 'block' ? 'listVolumes' : 'listBootVolumes', state.compartmentId);
+      throw fromOciError(
+        err,
+        state.kind === 'block' ? 'listVolumes' : 'listBootVolumes',
+        state.compartmentId,
+      );
     }
   }
 
@@ -667,7 +771,11 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       } catch (err) {
         if (isNotFound(err)) return;
         // Already detaching/detached: 409 Conflict is fine, the wait below settles it.
-        if (statusIn(err, [409]) && (err as { serviceCode?: string }).serviceCode !== 'IncorrectState') return;
+        if (
+          statusIn(err, [409]) &&
+          (err as { serviceCode?: string }).serviceCode !== 'IncorrectState'
+        )
+          return;
         throw err;
       }
     });
@@ -675,7 +783,8 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
       what: `attachment ${attachmentId} to become DETACHED`,
       operation: 'getVolumeAttachment',
       resourceId: attachmentId,
-      get: async () => (await compute.getVolumeAttachment({ volumeAttachmentId: attachmentId })).volumeAttachment,
+      get: async () =>
+        (await compute.getVolumeAttachment({ volumeAttachmentId: attachmentId })).volumeAttachment,
       check: (a) => (a.lifecycleState === 'DETACHED' ? 'done' : 'wait'),
       describe: (a) => String(a.lifecycleState),
       notFoundIsDone: true,
@@ -686,21 +795,31 @@ export class OciDeltaVolumeProvisioner implements VolumeProvisioner<OciDeltaOpti
   /** Delete (404 = gone) and wait for TERMINATED or 404. */
   async deleteAndWait(kind: DeltaVolumeKind, volumeId: string): Promise<void> {
     const { blockstorage } = await this.clients();
-    await retryTransient(this.releasePoll(), kind === 'block' ? 'deleteVolume' : 'deleteBootVolume', volumeId, async () => {
-      try {
-        if (kind === 'block') await blockstorage.deleteVolume({ volumeId });
-        else await blockstorage.deleteBootVolume({ bootVolumeId: volumeId });
-      } catch (err) {
-        if (isNotFound(err)) return;
-        throw err;
-      }
-    });
+    await retryTransient(
+      this.releasePoll(),
+      kind === 'block' ? 'deleteVolume' : 'deleteBootVolume',
+      volumeId,
+      async () => {
+        try {
+          if (kind === 'block') await blockstorage.deleteVolume({ volumeId });
+          else await blockstorage.deleteBootVolume({ bootVolumeId: volumeId });
+        } catch (err) {
+          if (isNotFound(err)) return;
+          throw err;
+        }
+      },
+    );
     await pollUntil<AnyVolume>({
       what: `volume ${volumeId} to become TERMINATED`,
       operation: kind === 'block' ? 'getVolume' : 'getBootVolume',
       resourceId: volumeId,
       get: () => this.getVolume(kind, volumeId),
-      check: (v) => (v.lifecycleState === 'TERMINATED' ? 'done' : v.lifecycleState === 'TERMINATING' ? 'wait' : 'fail'),
+      check: (v) =>
+        v.lifecycleState === 'TERMINATED'
+          ? 'done'
+          : v.lifecycleState === 'TERMINATING'
+            ? 'wait'
+            : 'fail',
       describe: (v) => String(v.lifecycleState),
       notFoundIsDone: true,
       ...this.releasePoll(),
@@ -714,7 +833,12 @@ function statusIn(err: unknown, statuses: number[]): boolean {
 }
 
 /** Calls `fn` until it succeeds or fails with a non-transient error or the deadline passes. */
-async function retryTransient(timing: PollTiming, operation: string, resourceId: string, fn: () => Promise<void>): Promise<void> {
+async function retryTransient(
+  timing: PollTiming,
+  operation: string,
+  resourceId: string,
+  fn: () => Promise<void>,
+): Promise<void> {
   await pollUntil<true>({
     what: `${operation} ${resourceId} to be accepted`,
     operation,
@@ -733,13 +857,17 @@ async function retryTransient(timing: PollTiming, operation: string, resourceId:
 function createError(err: unknown, kind: DeltaVolumeKind): OciDeltaError {
   const e = fromOciError(err, kind === 'block' ? 'createVolume' : 'createBootVolume');
   if (e.httpStatus !== undefined && e.documentedMeaning && e.httpStatus < 500) {
-    return new OciDeltaError(e.code, `${e.message} For delta volumes OCI documents ${e.httpStatus} as: ${e.documentedMeaning}.`, {
-      httpStatus: e.httpStatus,
-      ...(e.serviceCode ? { serviceCode: e.serviceCode } : {}),
-      ...(e.opcRequestId ? { opcRequestId: e.opcRequestId } : {}),
-      ...(e.operation ? { operation: e.operation } : {}),
-      cause: err,
-    });
+    return new OciDeltaError(
+      e.code,
+      `${e.message} For delta volumes OCI documents ${e.httpStatus} as: ${e.documentedMeaning}.`,
+      {
+        httpStatus: e.httpStatus,
+        ...(e.serviceCode ? { serviceCode: e.serviceCode } : {}),
+        ...(e.opcRequestId ? { opcRequestId: e.opcRequestId } : {}),
+        ...(e.operation ? { operation: e.operation } : {}),
+        cause: err,
+      },
+    );
   }
   return e;
 }

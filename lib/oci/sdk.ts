@@ -90,7 +90,10 @@ function shouldRetry(sdk: OciSdk, e: OciCommon.OciError): boolean {
   return sdk.common.OciSdkDefaultRetryConfiguration.retryCondition(e);
 }
 
-export function retryConfiguration(sdk: OciSdk, policy: RetryPolicy = {}): OciCommon.RetryConfiguration {
+export function retryConfiguration(
+  sdk: OciSdk,
+  policy: RetryPolicy = {},
+): OciCommon.RetryConfiguration {
   const { common } = sdk;
   return {
     terminationStrategy: new common.MaxAttemptsTerminationStrategy(policy.maxAttempts ?? 8),
@@ -108,7 +111,10 @@ function breakerErrorFilter(sdk: OciSdk) {
   };
 }
 
-export function circuitBreaker(sdk: OciSdk, policy: BreakerPolicy | false = {}): OciCommon.CircuitBreaker {
+export function circuitBreaker(
+  sdk: OciSdk,
+  policy: BreakerPolicy | false = {},
+): OciCommon.CircuitBreaker {
   if (policy === false) return new sdk.common.CircuitBreaker({ disableClientCircuitBreaker: true });
   return new sdk.common.CircuitBreaker({
     timeout: policy.timeout ?? 120_000,
@@ -156,7 +162,10 @@ export async function createOciClients(options: OciClientOptions = {}): Promise<
   }
   if (!provider) {
     try {
-      provider = new common.ConfigFileAuthenticationDetailsProvider(options.configFile, options.profile);
+      provider = new common.ConfigFileAuthenticationDetailsProvider(
+        options.configFile,
+        options.profile,
+      );
     } catch (cause) {
       throw new OciDeltaError(
         'ERR_OCI_NOT_AUTHENTICATED',
@@ -175,7 +184,10 @@ export async function createOciClients(options: OciClientOptions = {}): Promise<
     { authenticationDetailsProvider: provider },
     configuration(),
   );
-  const compute = new core.ComputeClient({ authenticationDetailsProvider: provider }, configuration());
+  const compute = new core.ComputeClient(
+    { authenticationDetailsProvider: provider },
+    configuration(),
+  );
   if (options.region) {
     blockstorage.regionId = options.region;
     compute.regionId = options.region;

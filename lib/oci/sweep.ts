@@ -46,7 +46,10 @@ export function parseDuration(text: string): number {
   return n * unit;
 }
 
-export async function sweep(p: OciDeltaVolumeProvisioner, options: SweepOptions = {}): Promise<SweepResult> {
+export async function sweep(
+  p: OciDeltaVolumeProvisioner,
+  options: SweepOptions = {},
+): Promise<SweepResult> {
   const olderThanMs = options.olderThanMs ?? 3_600_000;
   const cutoff = Date.now() - olderThanMs;
   const progress = (step: string, phase: ProvisionProgress['phase'], detail?: string) =>
@@ -76,12 +79,15 @@ export async function sweep(p: OciDeltaVolumeProvisioner, options: SweepOptions 
             : await blockstorage.listBootVolumes({ compartmentId: cid, ...(page ? { page } : {}) });
         for (const v of r.items as AnyVolume[]) {
           if (!isOurs(v.freeformTags) || v.lifecycleState === 'TERMINATED') continue;
-          const created = Date.parse(v.freeformTags?.[TAG_CREATED] ?? '') || new Date(v.timeCreated).getTime();
+          const created =
+            Date.parse(v.freeformTags?.[TAG_CREATED] ?? '') || new Date(v.timeCreated).getTime();
           if (created <= cutoff) candidates.push({ kind, volume: v });
         }
         page = r.opcNextPage || undefined;
       } catch (err) {
-        result.errors.push(fromOciError(err, kind === 'block' ? 'listVolumes' : 'listBootVolumes', cid));
+        result.errors.push(
+          fromOciError(err, kind === 'block' ? 'listVolumes' : 'listBootVolumes', cid),
+        );
         page = undefined;
       }
     } while (page);
@@ -91,9 +97,9 @@ export async function sweep(p: OciDeltaVolumeProvisioner, options: SweepOptions 
     throwIfAborted(options.signal);
     let attachments: OciCore.models.VolumeAttachment[] = [];
     try {
-      attachments = (await compute.listVolumeAttachments({ compartmentId: cid, volumeId: volume.id })).items.filter(
-        (a) => a.lifecycleState !== 'DETACHED',
-      );
+      attachments = (
+        await compute.listVolumeAttachments({ compartmentId: cid, volumeId: volume.id })
+      ).items.filter((a) => a.lifecycleState !== 'DETACHED');
     } catch (err) {
       result.errors.push(fromOciError(err, 'listVolumeAttachments', volume.id));
       continue;
@@ -113,7 +119,11 @@ export async function sweep(p: OciDeltaVolumeProvisioner, options: SweepOptions 
           progress('logout', 'done', t.iqn);
         } catch (err) {
           result.errors.push(
-            new OciDeltaError('ERR_ISCSIADM', `cannot log out of ${t.iqn}: ${(err as Error).message}`, { cause: err }),
+            new OciDeltaError(
+              'ERR_ISCSIADM',
+              `cannot log out of ${t.iqn}: ${(err as Error).message}`,
+              { cause: err },
+            ),
           );
         }
       }
@@ -133,7 +143,9 @@ export async function sweep(p: OciDeltaVolumeProvisioner, options: SweepOptions 
       await p.deleteAndWait(kind, volume.id);
       progress('delete', 'done', volume.id);
     } catch (err) {
-      result.errors.push(fromOciError(err, kind === 'block' ? 'deleteVolume' : 'deleteBootVolume', volume.id));
+      result.errors.push(
+        fromOciError(err, kind === 'block' ? 'deleteVolume' : 'deleteBootVolume', volume.id),
+      );
     }
   }
   return result;

@@ -58,7 +58,9 @@ function sameAddress(a: string, b: string): boolean {
 /** Sessions whose target name and portal match. */
 export async function findSessions(sysfsRoot: string, t: IscsiTarget): Promise<string[]> {
   const found: string[] = [];
-  const sessions = (await list(join(sysfsRoot, 'class/iscsi_session'))).filter((s) => /^session\d+$/.test(s));
+  const sessions = (await list(join(sysfsRoot, 'class/iscsi_session'))).filter((s) =>
+    /^session\d+$/.test(s),
+  );
   const connections = await list(join(sysfsRoot, 'class/iscsi_connection'));
   for (const s of sessions) {
     if ((await read(join(sysfsRoot, 'class/iscsi_session', s, 'targetname'))) !== t.iqn) continue;
@@ -87,7 +89,9 @@ export async function lookupDevice(
   for (const session of await findSessions(root, t)) {
     const base = join(root, 'class/iscsi_session', session, 'device');
     for (const target of (await list(base)).filter((d) => d.startsWith('target'))) {
-      for (const hctl of (await list(join(base, target))).filter((d) => /^\d+:\d+:\d+:\d+$/.test(d))) {
+      for (const hctl of (await list(join(base, target))).filter((d) =>
+        /^\d+:\d+:\d+:\d+$/.test(d),
+      )) {
         const dir = join(base, target, hctl);
         const type = await read(join(dir, 'type'));
         if (type !== undefined && type !== '0') continue; // not a disk (e.g. a controller LUN)
@@ -119,7 +123,10 @@ export async function lookupDevice(
 }
 
 /** Waits for the disk of the session to appear. */
-export async function waitForDevice(t: IscsiTarget, options: FindDeviceOptions = {}): Promise<IscsiDevice> {
+export async function waitForDevice(
+  t: IscsiTarget,
+  options: FindDeviceOptions = {},
+): Promise<IscsiDevice> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   const deadline = Date.now() + timeoutMs;
   for (;;) {

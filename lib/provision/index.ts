@@ -1,4 +1,4 @@
-export { AttachedDeviceProvisioner, type AttachedDeviceOptions } from './attached.js';
+export { type AttachedDeviceOptions, AttachedDeviceProvisioner } from './attached.js';
 export { abortError, isAbortError } from './errors.js';
 export { releaseOnce } from './release.js';
 export type {

@@ -1,12 +1,13 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { OciDeltaError } from '../../lib/oci/errors.js';
+import type { OciDeltaOptions } from '../../lib/oci/provisioner.js';
 import { isAbortError } from '../../lib/provision/errors.js';
 import { withProvisionedVolume } from '../../lib/provision/with-volume.js';
 import { type Harness, makeHarness } from './harness.js';
 
 describe('a failure at each step leaves the tenancy and the host empty', () => {
   let h: Harness;
-  let ids: { firstBackupId: string; secondBackupId: string };
+  let ids: OciDeltaOptions;
   beforeEach(async () => {
     h = await makeHarness();
     const { first, second } = h.api.seedBackupPair();
@@ -17,7 +18,10 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
   });
 
   const fails = async (code: string | RegExp) => {
-    const err = await h.provisioner.provision(ids).then(() => undefined, (e: unknown) => e);
+    const err = await h.provisioner.provision(ids).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(Error);
     expect((err as { code?: string }).code).toMatch(code);
     expect(await h.leftovers()).toEqual([]);
@@ -32,7 +36,12 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
   });
 
   it('create: the volume was made but every answer was lost (found by its job tag and deleted)', async () => {
-    h.api.inject({ operation: 'CreateVolume', status: 500, times: Number.POSITIVE_INFINITY, when: 'after' });
+    h.api.inject({
+      operation: 'CreateVolume',
+      status: 500,
+      times: Number.POSITIVE_INFINITY,
+      when: 'after',
+    });
     await fails('ERR_OCI_SERVICE');
     expect(h.api.volumes()).toHaveLength(1); // one volume despite 4 attempts: the retry token held
     expect(h.api.volumes()[0]?.lifecycleState).toBe('TERMINATED');
@@ -46,7 +55,10 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
 
   it('wait AVAILABLE: the deadline passes', async () => {
     await h.close();
-    h = await makeHarness({ delays: { provisionMs: 600 } }, { poll: { intervalMs: 5, maxIntervalMs: 20, timeoutMs: 100 } });
+    h = await makeHarness(
+      { delays: { provisionMs: 600 } },
+      { poll: { intervalMs: 5, maxIntervalMs: 20, timeoutMs: 100 } },
+    );
     const { first, second } = h.api.seedBackupPair();
     ids = { firstBackupId: first.id, secondBackupId: second.id };
     // Cleanup must outlive the short deadline: release uses its own (the volume is PROVISIONING).
@@ -68,7 +80,12 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
   });
 
   it('attach: made but every answer lost (found by listing and detached)', async () => {
-    h.api.inject({ operation: 'AttachVolume', status: 500, times: Number.POSITIVE_INFINITY, when: 'after' });
+    h.api.inject({
+      operation: 'AttachVolume',
+      status: 500,
+      times: Number.POSITIVE_INFINITY,
+      when: 'after',
+    });
     await fails('ERR_OCI_SERVICE');
     expect(h.api.attachments()).toHaveLength(1);
   });
@@ -91,7 +108,9 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
   });
 
   it('iscsiadm missing (127)', async () => {
-    const p = h.makeProvisioner({ iscsiadm: { binary: '/nonexistent/iscsiadm', lockPath: `${h.dir}/l.lock` } });
+    const p = h.makeProvisioner({
+      iscsiadm: { binary: '/nonexistent/iscsiadm', lockPath: `${h.dir}/l.lock` },
+    });
     const err = await p.provision(ids).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_ISCSIADM', exitCode: 127 });
     expect(h.api.leftovers()).toEqual([]);
@@ -105,7 +124,9 @@ describe('a failure at each step leaves the tenancy and the host empty', () => {
 
   it('scan: the work callback throws', async () => {
     const boom = new Error('scan blew up');
-    await expect(withProvisionedVolume(h.provisioner, ids, async () => Promise.reject(boom))).rejects.toBe(boom);
+    await expect(
+      withProvisionedVolume(h.provisioner, ids, async () => Promise.reject(boom)),
+    ).rejects.toBe(boom);
     expect(await h.leftovers()).toEqual([]);
   });
 
@@ -203,7 +224,9 @@ describe('abort', () => {
       async (vol, signal) => {
         sawDevice = vol.devicePath;
         setTimeout(() => ac.abort(), 20);
-        await new Promise((_, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+        await new Promise((_, reject) =>
+          signal.addEventListener('abort', () => reject(signal.reason)),
+        );
       },
     ).catch((e: unknown) => e);
     expect(sawDevice).toMatch(/^\/dev\/sd/);
@@ -228,30 +251,53 @@ describe('retries and the circuit breaker', () => {
     h.api.inject({ operation: 'AttachVolume', status: 429 });
     h.api.inject({ operation: 'GetVolumeAttachment', status: 500 });
     h.api.inject({ operation: 'InstanceMetadata', status: 500 }); // not an SDK call: ignored
-    const vol = await h.provisioner.provision({ firstBackupId: first.id, secondBackupId: second.id });
+    const vol = await h.provisioner.provision({
+      firstBackupId: first.id,
+      secondBackupId: second.id,
+    });
     expect(h.api.volumes()).toHaveLength(1);
-    const statuses = h.api.requests.filter((r) => r.operation === 'CreateVolume').map((r) => r.status);
+    const statuses = h.api.requests
+      .filter((r) => r.operation === 'CreateVolume')
+      .map((r) => r.status);
     expect(statuses).toEqual([500, 500, 503, 200]);
     await vol.release();
     expect(await h.leftovers()).toEqual([]);
   });
 
   it('a short outage that opens the circuit breaker does not fail the run', async () => {
-    h = await makeHarness({ delays: { provisionMs: 50 } }, {
-      circuitBreaker: { volumeThreshold: 3, resetTimeout: 30, errorThresholdPercentage: 50 },
-    });
+    h = await makeHarness(
+      { delays: { provisionMs: 50 } },
+      {
+        circuitBreaker: { volumeThreshold: 3, resetTimeout: 30, errorThresholdPercentage: 50 },
+      },
+    );
     const { first, second } = h.api.seedBackupPair();
     h.api.inject({ operation: 'GetVolume', status: 500, times: 12 });
-    const vol = await h.provisioner.provision({ firstBackupId: first.id, secondBackupId: second.id });
-    expect(h.api.requests.filter((r) => r.operation === 'GetVolume' && r.status === 500)).toHaveLength(12);
+    const vol = await h.provisioner.provision({
+      firstBackupId: first.id,
+      secondBackupId: second.id,
+    });
+    expect(
+      h.api.requests.filter((r) => r.operation === 'GetVolume' && r.status === 500),
+    ).toHaveLength(12);
     await vol.release();
     expect(await h.leftovers()).toEqual([]);
   });
 
   it('4xx answers do not count against the breaker', async () => {
-    h = await makeHarness({}, { circuitBreaker: { volumeThreshold: 2, resetTimeout: 60_000, errorThresholdPercentage: 10 } });
+    h = await makeHarness(
+      {},
+      {
+        circuitBreaker: { volumeThreshold: 2, resetTimeout: 60_000, errorThresholdPercentage: 10 },
+      },
+    );
     for (let i = 0; i < 5; i++) {
-      await h.provisioner.validate({ firstBackupId: 'ocid1.volumebackup.oc1.iad.aaaa', secondBackupId: 'ocid1.volumebackup.oc1.iad.bbbb' }).catch(() => undefined);
+      await h.provisioner
+        .validate({
+          firstBackupId: 'ocid1.volumebackup.oc1.iad.aaaa',
+          secondBackupId: 'ocid1.volumebackup.oc1.iad.bbbb',
+        })
+        .catch(() => undefined);
     }
     const { first, second } = h.api.seedBackupPair();
     const v = await h.provisioner.validate({ firstBackupId: first.id, secondBackupId: second.id });

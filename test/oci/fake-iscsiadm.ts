@@ -123,7 +123,10 @@ export class FakeIscsiadm {
 
   async calls(): Promise<string[][]> {
     const text = await readFile(join(this.dir, 'calls.jsonl'), 'utf8').catch(() => '');
-    return text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as string[]);
+    return text
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as string[]);
   }
 
   async nodes(): Promise<string[]> {
@@ -138,6 +141,9 @@ export class FakeIscsiadm {
 
   /** Host-side leftovers: node records and sessions. */
   async leftovers(): Promise<string[]> {
-    return [...(await this.nodes()).map((n) => `node ${n}`), ...(await this.sessions()).map((s) => `session ${s}`)];
+    return [
+      ...(await this.nodes()).map((n) => `node ${n}`),
+      ...(await this.sessions()).map((s) => `session ${s}`),
+    ];
   }
 }

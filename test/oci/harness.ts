@@ -2,7 +2,10 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OciDeltaVolumeProvisioner, type OciDeltaProvisionerConfig } from '../../lib/oci/provisioner.js';
+import {
+  type OciDeltaProvisionerConfig,
+  OciDeltaVolumeProvisioner,
+} from '../../lib/oci/provisioner.js';
 import type { FakeOciCredentials } from '../../lib/sim/fake-oci/credentials.js';
 import { FakeOciApi, type FakeOciApiOptions } from '../../lib/sim/fake-oci/server.js';
 import { FakeIscsiadm } from './fake-iscsiadm.js';
@@ -21,7 +24,10 @@ export interface Harness {
 
 export const FAST = { intervalMs: 5, maxIntervalMs: 20, timeoutMs: 5000 };
 
-export async function makeHarness(apiOptions: FakeOciApiOptions = {}, extra: Partial<OciDeltaProvisionerConfig> = {}): Promise<Harness> {
+export async function makeHarness(
+  apiOptions: FakeOciApiOptions = {},
+  extra: Partial<OciDeltaProvisionerConfig> = {},
+): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'lba-oci-'));
   const api = await new FakeOciApi(apiOptions).start();
   const creds = await api.createCredentials(join(dir, 'oci'));
@@ -34,7 +40,12 @@ export async function makeHarness(apiOptions: FakeOciApiOptions = {}, extra: Par
       endpoint: api.endpoint,
       imdsUrl: api.endpoint,
       retry: { maxAttempts: 4, baseDelayMs: 5, maxDelayMs: 20 },
-      iscsiadm: { binary: iscsi.binary, env: iscsi.env, lockPath: join(dir, 'iscsiadm.lock'), timeoutMs: 10_000 },
+      iscsiadm: {
+        binary: iscsi.binary,
+        env: iscsi.env,
+        lockPath: join(dir, 'iscsiadm.lock'),
+        timeoutMs: 10_000,
+      },
       sysfsRoot: iscsi.sysfsRoot,
       deviceTimeoutMs: 400,
       deviceIntervalMs: 10,

@@ -15,7 +15,14 @@ afterEach(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function session(root: string, n: number, iqn: string, addr: string, port: number, luns: Array<{ lun: number; type: string; block?: string; sg?: string }>) {
+async function session(
+  root: string,
+  n: number,
+  iqn: string,
+  addr: string,
+  port: number,
+  luns: Array<{ lun: number; type: string; block?: string; sg?: string }>,
+) {
   const s = join(root, 'class/iscsi_session', `session${n}`);
   await mkdir(s, { recursive: true });
   await writeFile(join(s, 'targetname'), `${iqn}\n`);
@@ -39,14 +46,24 @@ describe('sysfs device discovery', () => {
   const t = { iqn: 'iqn.2015-12.com.oracleiaas:abc', address: '169.254.2.2', port: 3260 };
 
   it('matches target name and portal, skips the controller LUN, returns block and sg nodes', async () => {
-    await session(dir, 1, 'iqn.other', '169.254.2.2', 3260, [{ lun: 1, type: '0', block: 'sdb', sg: 'sg1' }]);
-    await session(dir, 2, t.iqn, '169.254.2.3', 3260, [{ lun: 1, type: '0', block: 'sdc', sg: 'sg2' }]); // other portal
+    await session(dir, 1, 'iqn.other', '169.254.2.2', 3260, [
+      { lun: 1, type: '0', block: 'sdb', sg: 'sg1' },
+    ]);
+    await session(dir, 2, t.iqn, '169.254.2.3', 3260, [
+      { lun: 1, type: '0', block: 'sdc', sg: 'sg2' },
+    ]); // other portal
     await session(dir, 3, t.iqn, '169.254.2.2', 3260, [
       { lun: 0, type: '12', sg: 'sg3' },
       { lun: 1, type: '0', block: 'sdd', sg: 'sg4' },
     ]);
     const d = await lookupDevice(t, { sysfsRoot: dir });
-    expect(d).toEqual({ devicePath: '/dev/sdd', sgPath: '/dev/sg4', blockSize: 4096, hctl: '5:0:0:1', session: 'session3' });
+    expect(d).toEqual({
+      devicePath: '/dev/sdd',
+      sgPath: '/dev/sg4',
+      blockSize: 4096,
+      hctl: '5:0:0:1',
+      session: 'session3',
+    });
   });
 
   it('handles IPv6 portals', async () => {
@@ -61,14 +78,23 @@ describe('sysfs device discovery', () => {
       { lun: 1, type: '0', block: 'sdb' },
       { lun: 2, type: '0', block: 'sdc' },
     ]);
-    await expect(lookupDevice(t, { sysfsRoot: dir })).rejects.toMatchObject({ code: 'ERR_OCI_DEVICE_NOT_FOUND' });
+    await expect(lookupDevice(t, { sysfsRoot: dir })).rejects.toMatchObject({
+      code: 'ERR_OCI_DEVICE_NOT_FOUND',
+    });
     expect((await lookupDevice(t, { sysfsRoot: dir, lun: 2 }))?.devicePath).toBe('/dev/sdc');
   });
 
   it('waits for the disk to appear, and times out with a reason', async () => {
-    setTimeout(() => void session(dir, 1, t.iqn, t.address, t.port, [{ lun: 1, type: '0', block: 'sdb' }]), 50);
-    expect((await waitForDevice(t, { sysfsRoot: dir, intervalMs: 10, timeoutMs: 2000 })).devicePath).toBe('/dev/sdb');
-    await expect(waitForDevice({ ...t, iqn: 'iqn.none' }, { sysfsRoot: dir, intervalMs: 10, timeoutMs: 50 })).rejects.toThrow(/no matching session/);
+    setTimeout(
+      () => void session(dir, 1, t.iqn, t.address, t.port, [{ lun: 1, type: '0', block: 'sdb' }]),
+      50,
+    );
+    expect(
+      (await waitForDevice(t, { sysfsRoot: dir, intervalMs: 10, timeoutMs: 2000 })).devicePath,
+    ).toBe('/dev/sdb');
+    await expect(
+      waitForDevice({ ...t, iqn: 'iqn.none' }, { sysfsRoot: dir, intervalMs: 10, timeoutMs: 50 }),
+    ).rejects.toThrow(/no matching session/);
   });
 });
 
@@ -83,9 +109,17 @@ describe('iscsiadm runner', () => {
     await a.login(t);
     await a.login(t); // 15: already logged in
     await f.setBehavior({ fail: { update: [6] } });
-    const err = await a.update(t, 'node.session.auth.password', 'hunter2', true).catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: 'ERR_ISCSIADM', exitCode: 6, meaning: 'iSCSI database error' });
-    expect(JSON.stringify({ m: (err as Error).message, a: (err as { args: string[] }).args })).not.toContain('hunter2');
+    const err = await a
+      .update(t, 'node.session.auth.password', 'hunter2', true)
+      .catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'ERR_ISCSIADM',
+      exitCode: 6,
+      meaning: 'iSCSI database error',
+    });
+    expect(
+      JSON.stringify({ m: (err as Error).message, a: (err as { args: string[] }).args }),
+    ).not.toContain('hunter2');
     await a.logout(t);
     await a.deleteNode(t);
     expect(await f.leftovers()).toEqual([]);
@@ -95,7 +129,9 @@ describe('iscsiadm runner', () => {
 
   it('refuses to touch a boot:uefi target', async () => {
     const a = new Iscsiadm({ binary: '/bin/false', lockPath: join(dir, 'lock') });
-    await expect(a.logout({ iqn: 'iqn.2015-02.oracle.boot:uefi', address: '169.254.0.2', port: 3260 })).rejects.toThrow(/boot target/);
+    await expect(
+      a.logout({ iqn: 'iqn.2015-02.oracle.boot:uefi', address: '169.254.0.2', port: 3260 }),
+    ).rejects.toThrow(/boot target/);
   });
 });
 
@@ -122,6 +158,8 @@ describe('host lock', () => {
     await writeFile(path, '999999999\n');
     await expect(withHostLock({ path }, async () => 'ran')).resolves.toBe('ran');
     await writeFile(path, `${process.ppid}\n`); // alive
-    await expect(withHostLock({ path, timeoutMs: 60 }, async () => 'ran')).rejects.toMatchObject({ code: 'ETIMEDOUT' });
+    await expect(withHostLock({ path, timeoutMs: 60 }, async () => 'ran')).rejects.toMatchObject({
+      code: 'ETIMEDOUT',
+    });
   });
 });

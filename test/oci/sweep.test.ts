@@ -25,8 +25,16 @@ describe('sweep', () => {
     const young = await h.api.plantOrphan({ tags: ourTags(60_000), attach: true });
     const foreign = await h.api.plantOrphan({ tags: { team: 'db' }, attach: false });
     // The crashed run had logged in to the old attachment on this host.
-    const att = h.api.attachments().find((a) => a.id === old.attachmentId) as { iqn: string; ipv4: string; port: number };
-    const iscsiadm = new Iscsiadm({ binary: h.iscsi.binary, env: h.iscsi.env, lockPath: `${h.dir}/sw.lock` });
+    const att = h.api.attachments().find((a) => a.id === old.attachmentId) as {
+      iqn: string;
+      ipv4: string;
+      port: number;
+    };
+    const iscsiadm = new Iscsiadm({
+      binary: h.iscsi.binary,
+      env: h.iscsi.env,
+      lockPath: `${h.dir}/sw.lock`,
+    });
     const target = { iqn: att.iqn, address: att.ipv4, port: att.port };
     await iscsiadm.addNode(target);
     await iscsiadm.login(target);
@@ -55,7 +63,10 @@ describe('sweep', () => {
 
   it('olderThan 0 also sweeps a volume left a moment ago by a killed run', async () => {
     const { first, second } = h.api.seedBackupPair();
-    const vol = await h.provisioner.provision({ firstBackupId: first.id, secondBackupId: second.id });
+    const vol = await h.provisioner.provision({
+      firstBackupId: first.id,
+      secondBackupId: second.id,
+    });
     // Simulate kill -9: never call release().
     expect(vol.devicePath).toBeTruthy();
     const result = await sweep(h.makeProvisioner(), { olderThanMs: 0 });

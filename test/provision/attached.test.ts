@@ -25,7 +25,12 @@ describe('AttachedDeviceProvisioner', () => {
     });
   });
   it('skips verification when asked and keeps the given sg path and block size', async () => {
-    const v = await p.provision({ devicePath: '/dev/sdq', sgPath: '/dev/sg9', verify: false, blockSize: 4096 });
+    const v = await p.provision({
+      devicePath: '/dev/sdq',
+      sgPath: '/dev/sg9',
+      verify: false,
+      blockSize: 4096,
+    });
     expect(v).toMatchObject({ devicePath: '/dev/sdq', sgPath: '/dev/sg9', blockSize: 4096 });
     await v.release();
   });

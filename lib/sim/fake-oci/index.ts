@@ -15,7 +15,12 @@ export {
   type FakeOciDelays,
   type FakeOperation,
   type FakeRequestLog,
-  type FaultSpec,
+  type OciFaultSpec,
   startFakeOciApi,
 } from './server.js';
-export { parseAuthorization, type SignedRequest, verifyOciSignature, type VerifyResult } from './signature.js';
+export {
+  parseAuthorization,
+  type SignedRequest,
+  type VerifyResult,
+  verifyOciSignature,
+} from './signature.js';

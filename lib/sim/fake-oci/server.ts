@@ -8,7 +8,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { type FakeOciCredentials, fakeOcid, generateFakeCredentials, writeOciConfig } from './credentials.js';
+import {
+  type FakeOciCredentials,
+  fakeOcid,
+  generateFakeCredentials,
+  writeOciConfig,
+} from './credentials.js';
 import { verifyOciSignature } from './signature.js';
 
 export type FakeOperation =
@@ -101,7 +106,7 @@ export interface FakeOciApiOptions {
 }
 
 /** A failure injected on demand. */
-export interface FaultSpec {
+export interface OciFaultSpec {
   operation?: FakeOperation;
   method?: string;
   /** Matched against the path after /20160918. */
@@ -132,7 +137,12 @@ interface VolumeRec {
   ctx?: Omit<AttachTargetContext, 'attachmentId' | 'volume'>;
 }
 interface AttachmentRec {
-  json: Record<string, unknown> & { id: string; volumeId: string; instanceId: string; compartmentId: string };
+  json: Record<string, unknown> & {
+    id: string;
+    volumeId: string;
+    instanceId: string;
+    compartmentId: string;
+  };
   timeline: Timeline;
   ctx: AttachTargetContext;
   detachNotified: boolean;
@@ -179,7 +189,7 @@ export class FakeOciApi {
   readonly #attachments = new Map<string, AttachmentRec>();
   readonly #instances = new Map<string, FakeInstance>();
   readonly #tokens = new Map<string, { hash: string; id: string }>();
-  #faults: Array<FaultSpec & { left: number }> = [];
+  #faults: Array<OciFaultSpec & { left: number }> = [];
   #server: Server | undefined;
   #port = 0;
   readonly instance: FakeInstance;
@@ -250,7 +260,14 @@ export class FakeOciApi {
   }
 
   /** A full backup then an incremental one of the same volume, an hour apart. */
-  seedBackupPair(o: { kind?: 'block' | 'boot'; sizeInGBs?: number; firstPayload?: unknown; secondPayload?: unknown } = {}): {
+  seedBackupPair(
+    o: {
+      kind?: 'block' | 'boot';
+      sizeInGBs?: number;
+      firstPayload?: unknown;
+      secondPayload?: unknown;
+    } = {},
+  ): {
     first: FakeBackup;
     second: FakeBackup;
   } {
@@ -278,7 +295,7 @@ export class FakeOciApi {
   }
 
   /** Injects failures; they are used up in order of registration. */
-  inject(fault: FaultSpec): void {
+  inject(fault: OciFaultSpec): void {
     this.#faults.push({ ...fault, left: fault.times ?? 1 });
   }
 
@@ -291,7 +308,8 @@ export class FakeOciApi {
     const out: string[] = [];
     for (const v of this.#volumes.values()) {
       const s = stateAt(v.timeline);
-      if (s !== 'TERMINATED') out.push(`${v.kind === 'block' ? 'volume' : 'boot volume'} ${v.json.id} ${s}`);
+      if (s !== 'TERMINATED')
+        out.push(`${v.kind === 'block' ? 'volume' : 'boot volume'} ${v.json.id} ${s}`);
     }
     for (const a of this.#attachments.values()) {
       const s = stateAt(a.timeline);
@@ -311,22 +329,41 @@ export class FakeOciApi {
   }
 
   attachments(): Array<Record<string, unknown>> {
-    return [...this.#attachments.values()].map((a) => ({ ...a.json, lifecycleState: stateAt(a.timeline) }));
+    return [...this.#attachments.values()].map((a) => ({
+      ...a.json,
+      lifecycleState: stateAt(a.timeline),
+    }));
   }
 
   /**
    * Creates a tagged delta volume and attachment directly (as a crashed run would leave them),
    * for sweep tests. Returns their ids.
    */
-  async plantOrphan(o: { tags: Record<string, string>; attach?: boolean; instanceId?: string }): Promise<{ volumeId: string; attachmentId?: string }> {
+  async plantOrphan(o: {
+    tags: Record<string, string>;
+    attach?: boolean;
+    instanceId?: string;
+  }): Promise<{ volumeId: string; attachmentId?: string }> {
     const { first, second } = this.seedBackupPair();
-    const rec = this.makeVolume('block', {
-      compartmentId: this.compartmentId,
-      availabilityDomain: this.availabilityDomain,
-      displayName: 'orphan',
-      freeformTags: o.tags,
-      sourceDetails: { type: 'volumeBackupDelta', firstBackupId: first.id, secondBackupId: second.id, changeBlockSizeInBytes: 4096 },
-    }, first, second, 4096, 0);
+    const rec = this.makeVolume(
+      'block',
+      {
+        compartmentId: this.compartmentId,
+        availabilityDomain: this.availabilityDomain,
+        displayName: 'orphan',
+        freeformTags: o.tags,
+        sourceDetails: {
+          type: 'volumeBackupDelta',
+          firstBackupId: first.id,
+          secondBackupId: second.id,
+          changeBlockSizeInBytes: 4096,
+        },
+      },
+      first,
+      second,
+      4096,
+      0,
+    );
     if (!o.attach) return { volumeId: rec.json.id };
     const a = await this.makeAttachment(rec, o.instanceId ?? this.instance.id, 'orphan', 0);
     return { volumeId: rec.json.id, attachmentId: a.json.id };
@@ -346,7 +383,8 @@ export class FakeOciApi {
   async start(): Promise<this> {
     const server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent) this.sendError(res, 500, 'InternalServerError', String((err as Error)?.message ?? err));
+        if (!res.headersSent)
+          this.sendError(res, 500, 'InternalServerError', String((err as Error)?.message ?? err));
         else res.destroy();
       });
     });
@@ -403,7 +441,10 @@ export class FakeOciApi {
     if (url.pathname === '/opc/v2/instance' || url.pathname === '/opc/v2/instance/') {
       log.operation = 'InstanceMetadata';
       if (req.headers.authorization !== 'Bearer Oracle') {
-        reply(401, { code: 'NotAuthenticated', message: 'IMDS v2 needs the header Authorization: Bearer Oracle' });
+        reply(401, {
+          code: 'NotAuthenticated',
+          message: 'IMDS v2 needs the header Authorization: Bearer Oracle',
+        });
         return;
       }
       const i = this.instance;
@@ -428,19 +469,30 @@ export class FakeOciApi {
     log.operation = route?.op ?? 'unknown';
 
     if (!this.options.allowUnsigned) {
-      const v = verifyOciSignature({ method, url: rawUrl, headers: req.headers, body }, (k) => this.#keys.get(k));
+      const v = verifyOciSignature({ method, url: rawUrl, headers: req.headers, body }, (k) =>
+        this.#keys.get(k),
+      );
       if (!v.ok) {
-        reply(401, { code: 'NotAuthenticated', message: `The required information to complete authentication was not provided or was incorrect: ${v.reason}` });
+        reply(401, {
+          code: 'NotAuthenticated',
+          message: `The required information to complete authentication was not provided or was incorrect: ${v.reason}`,
+        });
         return;
       }
     }
     if (!route) {
-      reply(404, { code: 'NotAuthorizedOrNotFound', message: `${method} ${path} is not served by the fake API` });
+      reply(404, {
+        code: 'NotAuthorizedOrNotFound',
+        message: `${method} ${path} is not served by the fake API`,
+      });
       return;
     }
     const fault = this.takeFault(route.op, method, path);
     if (fault && fault.when !== 'after') {
-      reply(fault.status, { code: fault.code ?? DEFAULT_CODES[fault.status] ?? 'Error', message: fault.message ?? `injected ${fault.status}` });
+      reply(fault.status, {
+        code: fault.code ?? DEFAULT_CODES[fault.status] ?? 'Error',
+        message: fault.message ?? `injected ${fault.status}`,
+      });
       return;
     }
     let parsed: Record<string, unknown> = {};
@@ -453,9 +505,16 @@ export class FakeOciApi {
       }
     }
     try {
-      const out = await route.run(parsed, url.searchParams, typeof token === 'string' ? token : undefined);
+      const out = await route.run(
+        parsed,
+        url.searchParams,
+        typeof token === 'string' ? token : undefined,
+      );
       if (fault) {
-        reply(fault.status, { code: fault.code ?? DEFAULT_CODES[fault.status] ?? 'Error', message: fault.message ?? `injected ${fault.status} after the work was done` });
+        reply(fault.status, {
+          code: fault.code ?? DEFAULT_CODES[fault.status] ?? 'Error',
+          message: fault.message ?? `injected ${fault.status} after the work was done`,
+        });
         return;
       }
       reply(out.status ?? 200, out.json, out.headers);
@@ -465,12 +524,16 @@ export class FakeOciApi {
     }
   }
 
-  private takeFault(op: FakeOperation, method: string, path: string): FaultSpec | undefined {
+  private takeFault(op: FakeOperation, method: string, path: string): OciFaultSpec | undefined {
     const i = this.#faults.findIndex(
-      (f) => f.left > 0 && (!f.operation || f.operation === op) && (!f.method || f.method === method) && (!f.path || f.path.test(path)),
+      (f) =>
+        f.left > 0 &&
+        (!f.operation || f.operation === op) &&
+        (!f.method || f.method === method) &&
+        (!f.path || f.path.test(path)),
     );
     if (i < 0) return undefined;
-    const f = this.#faults[i] as FaultSpec & { left: number };
+    const f = this.#faults[i] as OciFaultSpec & { left: number };
     f.left -= 1;
     if (f.left <= 0) this.#faults.splice(i, 1);
     return f;
@@ -487,7 +550,11 @@ export class FakeOciApi {
   ):
     | {
         op: FakeOperation;
-        run: (body: Record<string, unknown>, q: URLSearchParams, token?: string) => Promise<{ status?: number; json?: unknown; headers?: Record<string, string> }>;
+        run: (
+          body: Record<string, unknown>,
+          q: URLSearchParams,
+          token?: string,
+        ) => Promise<{ status?: number; json?: unknown; headers?: Record<string, string> }>;
       }
     | undefined {
     const seg = path.split('/').filter(Boolean).map(decodeURIComponent);
@@ -496,9 +563,15 @@ export class FakeOciApi {
     const one = id !== undefined;
     switch (`${method} ${a}${one ? '/:id' : ''}`) {
       case 'GET volumeBackups/:id':
-        return { op: 'GetVolumeBackup', run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'block')) }) };
+        return {
+          op: 'GetVolumeBackup',
+          run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'block')) }),
+        };
       case 'GET bootVolumeBackups/:id':
-        return { op: 'GetBootVolumeBackup', run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'boot')) }) };
+        return {
+          op: 'GetBootVolumeBackup',
+          run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'boot')) }),
+        };
       case 'GET volumeBackups':
         return { op: 'ListVolumeBackups', run: async (_b, q) => this.listBackups('block', q) };
       case 'GET bootVolumeBackups':
@@ -508,9 +581,15 @@ export class FakeOciApi {
       case 'POST bootVolumes':
         return { op: 'CreateBootVolume', run: async (b, _q, t) => this.createVolume('boot', b, t) };
       case 'GET volumes/:id':
-        return { op: 'GetVolume', run: async () => ({ json: this.liveVolumeJson(id as string, 'block') }) };
+        return {
+          op: 'GetVolume',
+          run: async () => ({ json: this.liveVolumeJson(id as string, 'block') }),
+        };
       case 'GET bootVolumes/:id':
-        return { op: 'GetBootVolume', run: async () => ({ json: this.liveVolumeJson(id as string, 'boot') }) };
+        return {
+          op: 'GetBootVolume',
+          run: async () => ({ json: this.liveVolumeJson(id as string, 'boot') }),
+        };
       case 'DELETE volumes/:id':
         return { op: 'DeleteVolume', run: async () => this.deleteVolume(id as string, 'block') };
       case 'DELETE bootVolumes/:id':
@@ -522,7 +601,10 @@ export class FakeOciApi {
       case 'POST volumeAttachments':
         return { op: 'AttachVolume', run: async (b, _q, t) => this.attach(b, t) };
       case 'GET volumeAttachments/:id':
-        return { op: 'GetVolumeAttachment', run: async () => ({ json: this.attachmentJson(this.getAttachment(id as string)) }) };
+        return {
+          op: 'GetVolumeAttachment',
+          run: async () => ({ json: this.attachmentJson(this.getAttachment(id as string)) }),
+        };
       case 'DELETE volumeAttachments/:id':
         return { op: 'DetachVolume', run: async () => this.detach(id as string) };
       case 'GET volumeAttachments':
@@ -533,7 +615,14 @@ export class FakeOciApi {
           run: async () => {
             const i = this.#instances.get(id as string);
             if (!i) throw notFound(`instance ${id}`);
-            return { json: { ...i, lifecycleState: 'RUNNING', shape: 'VM.Standard.E4.Flex', timeCreated: new Date(0).toISOString() } };
+            return {
+              json: {
+                ...i,
+                lifecycleState: 'RUNNING',
+                shape: 'VM.Standard.E4.Flex',
+                timeCreated: new Date(0).toISOString(),
+              },
+            };
           },
         };
       default:
@@ -545,7 +634,8 @@ export class FakeOciApi {
 
   private getBackup(id: string, kind: 'block' | 'boot'): FakeBackup {
     const b = this.#backups.get(id);
-    if (!b || b.kind !== kind) throw notFound(`${kind === 'block' ? 'volume' : 'boot volume'} backup ${id}`);
+    if (!b || b.kind !== kind)
+      throw notFound(`${kind === 'block' ? 'volume' : 'boot volume'} backup ${id}`);
     return b;
   }
 
@@ -562,49 +652,95 @@ export class FakeOciApi {
       definedTags: {},
       sourceType: 'MANUAL',
     };
-    return b.kind === 'block' ? { ...common, volumeId: b.volumeId, sizeInMBs: b.sizeInMBs } : { ...common, bootVolumeId: b.volumeId };
+    return b.kind === 'block'
+      ? { ...common, volumeId: b.volumeId, sizeInMBs: b.sizeInMBs }
+      : { ...common, bootVolumeId: b.volumeId };
   }
 
   private listBackups(kind: 'block' | 'boot', q: URLSearchParams) {
     const cid = requireParam(q, 'compartmentId');
     const vid = q.get(kind === 'block' ? 'volumeId' : 'bootVolumeId');
-    const items = [...this.#backups.values()].filter((b) => b.kind === kind && b.compartmentId === cid && (!vid || b.volumeId === vid));
-    return page(items.map((b) => this.backupJson(b)), q);
+    const items = [...this.#backups.values()].filter(
+      (b) => b.kind === kind && b.compartmentId === cid && (!vid || b.volumeId === vid),
+    );
+    return page(
+      items.map((b) => this.backupJson(b)),
+      q,
+    );
   }
 
   // ---- volumes -------------------------------------------------------------------------------
 
-  private async createVolume(kind: 'block' | 'boot', body: Record<string, unknown>, token?: string) {
+  private async createVolume(
+    kind: 'block' | 'boot',
+    body: Record<string, unknown>,
+    token?: string,
+  ) {
     const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex');
     if (token) {
       const seen = this.#tokens.get(`create:${token}`);
       if (seen) {
-        if (seen.hash !== hash) throw new HttpError(409, 'InvalidatedRetryToken', 'the retry token was used with a different request');
+        if (seen.hash !== hash)
+          throw new HttpError(
+            409,
+            'InvalidatedRetryToken',
+            'the retry token was used with a different request',
+          );
         return { json: this.liveVolumeJson(seen.id, kind), headers: { etag: seen.id } };
       }
     }
     const compartmentId = body.compartmentId;
-    if (typeof compartmentId !== 'string') throw new HttpError(400, 'MissingParameter', 'compartmentId is required');
-    if (typeof body.availabilityDomain !== 'string') throw new HttpError(400, 'MissingParameter', 'availabilityDomain is required');
+    if (typeof compartmentId !== 'string')
+      throw new HttpError(400, 'MissingParameter', 'compartmentId is required');
+    if (typeof body.availabilityDomain !== 'string')
+      throw new HttpError(400, 'MissingParameter', 'availabilityDomain is required');
     const src = body.sourceDetails as Record<string, unknown> | undefined;
     const expectType = kind === 'block' ? 'volumeBackupDelta' : 'bootVolumeBackupDelta';
     if (!src || src.type !== expectType) {
-      throw new HttpError(400, 'InvalidParameter', `the fake API only creates delta volumes: sourceDetails.type must be ${expectType} (bad type value)`);
+      throw new HttpError(
+        400,
+        'InvalidParameter',
+        `the fake API only creates delta volumes: sourceDetails.type must be ${expectType} (bad type value)`,
+      );
     }
     const { firstBackupId, secondBackupId } = src;
     const cbs = src.changeBlockSizeInBytes ?? 4096;
     const backupType = kind === 'block' ? 'volumebackup' : 'bootvolumebackup';
     for (const idv of [firstBackupId, secondBackupId]) {
-      if (typeof idv !== 'string' || !new RegExp(`^ocid1\\.${backupType}\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$`).test(idv)) {
+      if (
+        typeof idv !== 'string' ||
+        !new RegExp(`^ocid1\\.${backupType}\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$`).test(idv)
+      ) {
         throw new HttpError(400, 'InvalidParameter', `malformed backup OCID ${String(idv)}`);
       }
     }
-    if (firstBackupId === secondBackupId) throw new HttpError(400, 'InvalidParameter', 'firstBackupId and secondBackupId are the same');
-    if (typeof cbs !== 'number' || !Number.isInteger(cbs) || cbs < 4096 || cbs > 1048576 || (cbs & (cbs - 1)) !== 0) {
-      throw new HttpError(400, 'InvalidParameter', 'changeBlockSizeInBytes must be a power of two from 4096 to 1048576');
+    if (firstBackupId === secondBackupId)
+      throw new HttpError(400, 'InvalidParameter', 'firstBackupId and secondBackupId are the same');
+    if (
+      typeof cbs !== 'number' ||
+      !Number.isInteger(cbs) ||
+      cbs < 4096 ||
+      cbs > 1048576 ||
+      (cbs & (cbs - 1)) !== 0
+    ) {
+      throw new HttpError(
+        400,
+        'InvalidParameter',
+        'changeBlockSizeInBytes must be a power of two from 4096 to 1048576',
+      );
     }
-    if (!this.deltaFeatureEnabled) throw new HttpError(404, 'NotAuthorizedOrNotFound', 'the delta volume feature is not enabled for this tenancy');
-    if (body.vpusPerGB === 0) throw new HttpError(404, 'NotAuthorizedOrNotFound', 'delta volumes cannot use the Lower Cost performance level');
+    if (!this.deltaFeatureEnabled)
+      throw new HttpError(
+        404,
+        'NotAuthorizedOrNotFound',
+        'the delta volume feature is not enabled for this tenancy',
+      );
+    if (body.vpusPerGB === 0)
+      throw new HttpError(
+        404,
+        'NotAuthorizedOrNotFound',
+        'delta volumes cannot use the Lower Cost performance level',
+      );
     const first = this.#backups.get(firstBackupId as string);
     const second = this.#backups.get(secondBackupId as string);
     if (!first || first.kind !== kind) throw notFound(`backup ${firstBackupId}`);
@@ -612,18 +748,31 @@ export class FakeOciApi {
     if (first.lifecycleState !== 'AVAILABLE' || second.lifecycleState !== 'AVAILABLE') {
       throw new HttpError(409, 'Conflict', 'both backups must be AVAILABLE');
     }
-    if (first.volumeId !== second.volumeId) throw new HttpError(403, 'NotAllowed', 'the backups belong to different volumes');
-    if (first.sizeInMBs !== second.sizeInMBs) throw new HttpError(403, 'NotAllowed', 'the volume was resized between the backups');
+    if (first.volumeId !== second.volumeId)
+      throw new HttpError(403, 'NotAllowed', 'the backups belong to different volumes');
+    if (first.sizeInMBs !== second.sizeInMBs)
+      throw new HttpError(403, 'NotAllowed', 'the volume was resized between the backups');
     if (Date.parse(first.timeCreated) >= Date.parse(second.timeCreated)) {
       throw new HttpError(400, 'InvalidParameter', 'the first backup is newer than the second');
     }
-    if (second.type !== 'INCREMENTAL') throw new HttpError(400, 'InvalidParameter', 'the second backup must be incremental');
+    if (second.type !== 'INCREMENTAL')
+      throw new HttpError(400, 'InvalidParameter', 'the second backup must be incremental');
     const rec = this.makeVolume(kind, body, first, second, cbs, this.delays.provisionMs);
     if (token) this.#tokens.set(`create:${token}`, { hash, id: rec.json.id });
-    return { json: { ...rec.json, lifecycleState: stateAt(rec.timeline) }, headers: { etag: rec.json.id } };
+    return {
+      json: { ...rec.json, lifecycleState: stateAt(rec.timeline) },
+      headers: { etag: rec.json.id },
+    };
   }
 
-  private makeVolume(kind: 'block' | 'boot', body: Record<string, unknown>, first: FakeBackup, second: FakeBackup, cbs: number, provisionMs: number): VolumeRec {
+  private makeVolume(
+    kind: 'block' | 'boot',
+    body: Record<string, unknown>,
+    first: FakeBackup,
+    second: FakeBackup,
+    cbs: number,
+    provisionMs: number,
+  ): VolumeRec {
     const now = Date.now();
     const id = fakeOcid(kind === 'block' ? 'volume' : 'bootvolume', this.region);
     const json = {
@@ -656,7 +805,8 @@ export class FakeOciApi {
 
   private getVolumeRec(id: string, kind: 'block' | 'boot'): VolumeRec {
     const v = this.#volumes.get(id);
-    if (!v || v.kind !== kind) throw notFound(`${kind === 'block' ? 'volume' : 'boot volume'} ${id}`);
+    if (!v || v.kind !== kind)
+      throw notFound(`${kind === 'block' ? 'volume' : 'boot volume'} ${id}`);
     const last = v.timeline[v.timeline.length - 1] as [number, string];
     if (last[1] === 'TERMINATED' && Date.now() >= last[0] + this.delays.forgetMs) {
       throw notFound(`${kind === 'block' ? 'volume' : 'boot volume'} ${id}`);
@@ -674,9 +824,13 @@ export class FakeOciApi {
     const s = stateAt(v.timeline);
     if (s === 'TERMINATED') throw notFound(`volume ${id}`);
     if (s === 'TERMINATING') return { status: 204 };
-    if (s === 'PROVISIONING' || s === 'RESTORING') throw new HttpError(409, 'IncorrectState', `volume ${id} is ${s}`);
-    const attached = [...this.#attachments.values()].some((a) => a.json.volumeId === id && stateAt(a.timeline) !== 'DETACHED');
-    if (attached) throw new HttpError(409, 'IncorrectState', `volume ${id} is still attached; detach it first`);
+    if (s === 'PROVISIONING' || s === 'RESTORING')
+      throw new HttpError(409, 'IncorrectState', `volume ${id} is ${s}`);
+    const attached = [...this.#attachments.values()].some(
+      (a) => a.json.volumeId === id && stateAt(a.timeline) !== 'DETACHED',
+    );
+    if (attached)
+      throw new HttpError(409, 'IncorrectState', `volume ${id} is still attached; detach it first`);
     const now = Date.now();
     v.timeline.push([now, 'TERMINATING'], [now + this.delays.terminateMs, 'TERMINATED']);
     return { status: 204 };
@@ -702,25 +856,55 @@ export class FakeOciApi {
     if (token) {
       const seen = this.#tokens.get(`attach:${token}`);
       if (seen) {
-        if (seen.hash !== hash) throw new HttpError(409, 'InvalidatedRetryToken', 'the retry token was used with a different request');
+        if (seen.hash !== hash)
+          throw new HttpError(
+            409,
+            'InvalidatedRetryToken',
+            'the retry token was used with a different request',
+          );
         return { json: this.attachmentJson(this.getAttachment(seen.id)) };
       }
     }
-    if (body.type !== 'iscsi') throw new HttpError(400, 'InvalidParameter', 'delta volumes can only be attached as iscsi');
+    if (body.type !== 'iscsi')
+      throw new HttpError(400, 'InvalidParameter', 'delta volumes can only be attached as iscsi');
     const instanceId = body.instanceId;
     const volumeId = body.volumeId;
-    if (typeof instanceId !== 'string' || !this.#instances.has(instanceId)) throw notFound(`instance ${String(instanceId)}`);
+    if (typeof instanceId !== 'string' || !this.#instances.has(instanceId))
+      throw notFound(`instance ${String(instanceId)}`);
     const v = this.#volumes.get(volumeId as string);
     if (!v) throw notFound(`volume ${String(volumeId)}`);
-    if (stateAt(v.timeline) !== 'AVAILABLE') throw new HttpError(409, 'IncorrectState', `volume ${String(volumeId)} is ${stateAt(v.timeline)}`);
-    const live = [...this.#attachments.values()].some((a) => a.json.volumeId === volumeId && stateAt(a.timeline) !== 'DETACHED');
-    if (live) throw new HttpError(409, 'Conflict', `volume ${String(volumeId)} is already attached`);
-    const a = await this.makeAttachment(v, instanceId, body.displayName as string | undefined, this.delays.attachMs, body.isReadOnly === true);
+    if (stateAt(v.timeline) !== 'AVAILABLE')
+      throw new HttpError(
+        409,
+        'IncorrectState',
+        `volume ${String(volumeId)} is ${stateAt(v.timeline)}`,
+      );
+    const live = [...this.#attachments.values()].some(
+      (a) => a.json.volumeId === volumeId && stateAt(a.timeline) !== 'DETACHED',
+    );
+    if (live)
+      throw new HttpError(409, 'Conflict', `volume ${String(volumeId)} is already attached`);
+    const a = await this.makeAttachment(
+      v,
+      instanceId,
+      body.displayName as string | undefined,
+      this.delays.attachMs,
+      body.isReadOnly === true,
+    );
     if (token) this.#tokens.set(`attach:${token}`, { hash, id: a.json.id });
-    return { json: this.attachmentJson(a), headers: { 'opc-work-request-id': fakeOcid('workrequest', this.region) } };
+    return {
+      json: this.attachmentJson(a),
+      headers: { 'opc-work-request-id': fakeOcid('workrequest', this.region) },
+    };
   }
 
-  private async makeAttachment(v: VolumeRec, instanceId: string, displayName: string | undefined, attachMs: number, isReadOnly = true): Promise<AttachmentRec> {
+  private async makeAttachment(
+    v: VolumeRec,
+    instanceId: string,
+    displayName: string | undefined,
+    attachMs: number,
+    isReadOnly = true,
+  ): Promise<AttachmentRec> {
     const now = Date.now();
     const id = fakeOcid('volumeattachment', this.region);
     const ctx: AttachTargetContext = {
@@ -750,7 +934,9 @@ export class FakeOciApi {
       iqn: target.iqn,
       encryptionInTransitType: 'NONE',
       isAgentAutoIscsiLoginEnabled: false,
-      ...(target.chap ? { chapUsername: target.chap.username, chapSecret: target.chap.secret } : {}),
+      ...(target.chap
+        ? { chapUsername: target.chap.username, chapSecret: target.chap.secret }
+        : {}),
     };
     const rec: AttachmentRec = {
       json,
@@ -779,14 +965,18 @@ export class FakeOciApi {
   private async detach(id: string) {
     const a = this.getAttachment(id);
     const s = stateAt(a.timeline);
-    if (s === 'DETACHING' || s === 'DETACHED') throw new HttpError(409, 'Conflict', `attachment ${id} is already ${s}`);
+    if (s === 'DETACHING' || s === 'DETACHED')
+      throw new HttpError(409, 'Conflict', `attachment ${id} is already ${s}`);
     const now = Date.now();
     a.timeline.push([now, 'DETACHING'], [now + this.delays.detachMs, 'DETACHED']);
     if (!a.detachNotified && this.options.detachTarget) {
       a.detachNotified = true;
       await this.options.detachTarget(a.ctx);
     }
-    return { status: 204, headers: { 'opc-work-request-id': fakeOcid('workrequest', this.region) } };
+    return {
+      status: 204,
+      headers: { 'opc-work-request-id': fakeOcid('workrequest', this.region) },
+    };
   }
 
   private listAttachments(q: URLSearchParams) {
@@ -794,7 +984,12 @@ export class FakeOciApi {
     const vid = q.get('volumeId');
     const iid = q.get('instanceId');
     const items = [...this.#attachments.values()]
-      .filter((a) => a.json.compartmentId === cid && (!vid || a.json.volumeId === vid) && (!iid || a.json.instanceId === iid))
+      .filter(
+        (a) =>
+          a.json.compartmentId === cid &&
+          (!vid || a.json.volumeId === vid) &&
+          (!iid || a.json.instanceId === iid),
+      )
       .map((a) => this.attachmentJson(a));
     return page(items, q);
   }
@@ -807,7 +1002,11 @@ function stateAt(timeline: Timeline, now = Date.now()): string {
 }
 
 function notFound(what: string): HttpError {
-  return new HttpError(404, 'NotAuthorizedOrNotFound', `${what} does not exist or you are not authorized to see it`);
+  return new HttpError(
+    404,
+    'NotAuthorizedOrNotFound',
+    `${what} does not exist or you are not authorized to see it`,
+  );
 }
 
 function requireParam(q: URLSearchParams, name: string): string {
@@ -817,7 +1016,10 @@ function requireParam(q: URLSearchParams, name: string): string {
 }
 
 /** Paging with `limit` and an opaque numeric `page`, like OCI's opc-next-page. */
-function page(items: unknown[], q: URLSearchParams): { json: unknown[]; headers: Record<string, string> } {
+function page(
+  items: unknown[],
+  q: URLSearchParams,
+): { json: unknown[]; headers: Record<string, string> } {
   const limit = Math.max(1, Math.min(1000, Number(q.get('limit') ?? 100) || 100));
   const start = Number(q.get('page') ?? 0) || 0;
   const slice = items.slice(start, start + limit);

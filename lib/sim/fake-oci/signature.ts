@@ -43,13 +43,18 @@ export function verifyOciSignature(
   const p = parseAuthorization(header(req.headers, 'authorization'));
   if (!p) return { ok: false, reason: 'missing or non-Signature Authorization header' };
   const { keyId, algorithm, headers: names, signature } = p;
-  if (!keyId || !signature || !names) return { ok: false, reason: 'Authorization lacks keyId, headers or signature' };
-  if (p.version !== undefined && p.version !== '1') return { ok: false, reason: `unsupported signature version ${p.version}` };
-  if ((algorithm ?? '').toLowerCase() !== 'rsa-sha256') return { ok: false, reason: `unsupported algorithm ${algorithm}` };
+  if (!keyId || !signature || !names)
+    return { ok: false, reason: 'Authorization lacks keyId, headers or signature' };
+  if (p.version !== undefined && p.version !== '1')
+    return { ok: false, reason: `unsupported signature version ${p.version}` };
+  if ((algorithm ?? '').toLowerCase() !== 'rsa-sha256')
+    return { ok: false, reason: `unsupported algorithm ${algorithm}` };
   const list = names.toLowerCase().split(/\s+/).filter(Boolean);
   const need = ['(request-target)', 'host'];
-  if (BODY_METHODS.has(req.method.toUpperCase())) need.push('x-content-sha256', 'content-length', 'content-type');
-  for (const n of need) if (!list.includes(n)) return { ok: false, reason: `header ${n} is not signed` };
+  if (BODY_METHODS.has(req.method.toUpperCase()))
+    need.push('x-content-sha256', 'content-length', 'content-type');
+  for (const n of need)
+    if (!list.includes(n)) return { ok: false, reason: `header ${n} is not signed` };
   const dateName = list.includes('x-date') ? 'x-date' : list.includes('date') ? 'date' : undefined;
   if (!dateName) return { ok: false, reason: 'neither date nor x-date is signed' };
   const when = Date.parse(header(req.headers, dateName) ?? '');
@@ -68,16 +73,25 @@ export function verifyOciSignature(
   }
   if (list.includes('x-content-sha256')) {
     const sha = createHash('sha256').update(req.body).digest('base64');
-    if (header(req.headers, 'x-content-sha256') !== sha) return { ok: false, reason: 'x-content-sha256 does not match the body' };
+    if (header(req.headers, 'x-content-sha256') !== sha)
+      return { ok: false, reason: 'x-content-sha256 does not match the body' };
   }
-  if (list.includes('content-length') && Number(header(req.headers, 'content-length')) !== req.body.length) {
+  if (
+    list.includes('content-length') &&
+    Number(header(req.headers, 'content-length')) !== req.body.length
+  ) {
     return { ok: false, reason: 'content-length does not match the body' };
   }
   const pem = publicKeyFor(keyId);
   if (!pem) return { ok: false, reason: `unknown keyId ${keyId}` };
   let good = false;
   try {
-    good = verify('RSA-SHA256', Buffer.from(lines.join('\n')), pem, Buffer.from(signature, 'base64'));
+    good = verify(
+      'RSA-SHA256',
+      Buffer.from(lines.join('\n')),
+      pem,
+      Buffer.from(signature, 'base64'),
+    );
   } catch {
     good = false;
   }

@@ -1,0 +1,404 @@
+/**
+ * `lba-status oci delta` and `lba-status oci sweep`: compose the OCI provisioner with the scanner.
+ * The scanner is loaded lazily (it needs the native addon) and is injectable for tests.
+ */
+import { parseArgs } from 'node:util';
+import type { OciDeltaProvisionerConfig, OciDeltaVolume } from '../oci/provisioner.js';
+import { OciDeltaVolumeProvisioner } from '../oci/provisioner.js';
+import { parseDuration, sweep } from '../oci/sweep.js';
+import { abortError, isAbortError } from '../provision/errors.js';
+import type { ProvisionedVolume, ProvisionProgress } from '../provision/types.js';
+import { withProvisionedVolume } from '../provision/with-volume.js';
+import { type CliCommand, type CliIo, UsageError } from './command.js';
+import { ExitCode, formatBytes, formatDuration, parseCount, reportError } from './util.js';
+
+/** One extent as `scan` prints it. */
+export interface CliExtent {
+  lba: number;
+  blocks: number;
+  status: number;
+  additional: number;
+}
+
+export interface ScanResult {
+  blockSize: number;
+  capacityBlocks: number;
+}
+
+/**
+ * Scans a provisioned volume and hands every changed extent to `emit`.
+ * The default opens the device with the package's scanner (GET LBA STATUS, 32-byte CDB first).
+ */
+export type DeltaScanner = (
+  volume: ProvisionedVolume,
+  emit: (extent: CliExtent) => void | Promise<void>,
+  signal: AbortSignal,
+  onProgress: (text: string) => void,
+) => Promise<ScanResult>;
+
+const defaultScanner: DeltaScanner = async (volume, emit, signal, onProgress) => {
+  const lib = await import('../index.js');
+  const device = await lib.openDevice(volume.sgPath ?? volume.devicePath, { queueDepth: 1 });
+  try {
+    const { blockSize, blocks } = await device.capacity({ signal });
+    for await (const batch of lib.scanBatches(device, {
+      reportType: 'nonzero',
+      cdb: 'auto',
+      signal,
+      onProgress: (p) =>
+        onProgress(`scan ${(p.fraction * 100).toFixed(1)}%  LBA ${p.scannedLba}/${p.endLba}`),
+    })) {
+      for (let i = 0; i < batch.count; i++) {
+        const status = batch.status[i] as number;
+        if (!lib.isChangedStatus(status)) continue;
+        await emit({
+          lba: batch.lba[i] as number,
+          blocks: batch.blocks[i] as number,
+          status,
+          additional: batch.additional[i] as number,
+        });
+      }
+    }
+    return { blockSize, capacityBlocks: blocks };
+  } finally {
+    await device.close();
+  }
+};
+
+const COMMON_OPTIONS = `  --config-file F         OCI config file (default ~/.oci/config or $OCI_CONFIG_FILE)
+  --profile P             profile in it (default DEFAULT)
+  --instance-principal    authenticate as this instance (dynamic group policy) instead
+  --region R              region id, e.g. eu-paris-1 (default: the profile's)
+  --endpoint URL          Core API endpoint override (e.g. the fake API of 'sim serve --oci-api')
+  --instance-id ID        this instance (default: from the instance metadata service)
+  --compartment-id ID     compartment (default: the instance's)
+  --availability-domain AD  (default: the instance's)
+  --imds-url URL          instance metadata base URL (default http://169.254.169.254)
+  --iscsiadm PATH         iscsiadm binary (default: iscsiadm from PATH)`;
+
+const DELTA_HELP = `Usage: lba-status oci delta --first-backup ID --second-backup ID [options]
+
+Build an OCI delta volume from two backups of the same volume, attach it to this instance over
+iSCSI, scan it with GET LBA STATUS(32) and print the changed extents; then log out, detach and
+delete it — also on error, on Ctrl-C and on SIGTERM. Needs root (iscsiadm, the SCSI device) and
+the optional SDK packages: npm install oci-core oci-common.
+
+Before anything is created (and billed), the backups are checked: OCIDs well formed and
+different, both AVAILABLE, same volume, first older, second INCREMENTAL, same size, no FULL
+backup between two incrementals, change block size a power of two in 4096..1048576.
+
+Options:
+  --first-backup ID       older backup (ocid1.volumebackup… or ocid1.bootvolumebackup…)
+  --second-backup ID      newer, incremental backup of the same volume
+  --change-block-size N   delta granularity in bytes: 4096 (default) … 1M
+${COMMON_OPTIONS}
+  --timeout-ms N          deadline for each lifecycle wait (default 1200000)
+  --format F              ndjson (default when piped) | json | text (default on a terminal)
+  --no-progress           no step lines on stderr
+  -h, --help              this help
+
+Output (ndjson): one changed extent per line, as 'scan --changed-only' prints it:
+  {"lba":96,"blocks":16,"status":3,"additional":0}
+
+Exit status: 0 ok, 1 failure (one line on stderr; cleanup failures name what was left — run
+'lba-status oci sweep'), 2 usage, 130 interrupted (after cleanup).
+
+Examples:
+  sudo lba-status oci delta --first-backup ocid1.volumebackup.oc1.eu-paris-1.aaa \\
+       --second-backup ocid1.volumebackup.oc1.eu-paris-1.bbb --change-block-size 1M > delta.ndjson
+  lba-status oci delta --first-backup "$A" --second-backup "$B" --endpoint http://127.0.0.1:8443 \\
+       --config-file /tmp/sim/oci/config --instance-id "$I" --format text
+`;
+
+const SWEEP_HELP = `Usage: lba-status oci sweep [--older-than 1h] [options]
+
+Remove delta volumes that lba-status created (freeform tag lba-status=delta) and that are older
+than --older-than: crashed or killed runs leave them behind, billed at full volume size. Their
+attachments are detached first; iSCSI sessions and node records on this host are logged out and
+deleted. Volumes without the tag are never touched.
+
+Options:
+  --older-than D          age threshold: 30m, 1h (default), 2d, 0 for all
+  --dry-run               list what would be removed, remove nothing
+${COMMON_OPTIONS}
+  --format F              json (default when piped) | text
+  -h, --help              this help
+
+Exit status: 0 nothing left to remove, 1 some removals failed (listed on stderr), 2 usage.
+
+Examples:
+  sudo lba-status oci sweep
+  lba-status oci sweep --older-than 0 --dry-run --format text
+`;
+
+const COMMON_PARSE = {
+  'config-file': { type: 'string' },
+  profile: { type: 'string' },
+  'instance-principal': { type: 'boolean' },
+  region: { type: 'string' },
+  endpoint: { type: 'string' },
+  'instance-id': { type: 'string' },
+  'compartment-id': { type: 'string' },
+  'availability-domain': { type: 'string' },
+  'imds-url': { type: 'string' },
+  iscsiadm: { type: 'string' },
+  format: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type CommonValues = {
+  [K in keyof typeof COMMON_PARSE]?: (typeof COMMON_PARSE)[K]['type'] extends 'boolean'
+    ? boolean
+    : string;
+};
+
+function configFrom(
+  values: CommonValues,
+  io: CliIo,
+  base: Partial<OciDeltaProvisionerConfig>,
+): OciDeltaProvisionerConfig {
+  const c: OciDeltaProvisionerConfig = { ...base };
+  const configFile = values['config-file'] ?? io.env.OCI_CONFIG_FILE;
+  if (configFile) c.configFile = configFile;
+  if (values.profile) c.profile = values.profile;
+  if (values['instance-principal']) c.instancePrincipal = true;
+  if (values.region) c.region = values.region;
+  if (values.endpoint) c.endpoint = values.endpoint;
+  if (values['instance-id']) c.instanceId = values['instance-id'];
+  if (values['compartment-id']) c.compartmentId = values['compartment-id'];
+  if (values['availability-domain']) c.availabilityDomain = values['availability-domain'];
+  if (values['imds-url']) c.imdsUrl = values['imds-url'];
+  if (values.iscsiadm)
+    c.iscsiadm = {
+      ...(typeof base.iscsiadm === 'object' && !('run' in base.iscsiadm) ? base.iscsiadm : {}),
+      binary: values.iscsiadm,
+    };
+  return c;
+}
+
+function progressWriter(io: CliIo, enabled: boolean) {
+  return (e: ProvisionProgress) => {
+    if (enabled && e.phase !== 'skip')
+      io.stderr.write(`oci: ${e.step} ${e.phase}${e.detail ? ` ${e.detail}` : ''}\n`);
+  };
+}
+
+export interface OciCommandDeps {
+  /** Provisioner settings merged under the command-line options (tests: fake iscsiadm, sysfs). */
+  config?: Partial<OciDeltaProvisionerConfig>;
+  /** Scanner; default: the package's GET LBA STATUS scanner. */
+  scan?: DeltaScanner;
+}
+
+export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
+  const scan = deps.scan ?? defaultScanner;
+  const run = async (args: string[], io: CliIo): Promise<number> => {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        ...COMMON_PARSE,
+        'first-backup': { type: 'string' },
+        'second-backup': { type: 'string' },
+        'change-block-size': { type: 'string' },
+        'timeout-ms': { type: 'string' },
+        'no-progress': { type: 'boolean' },
+      },
+    });
+    if (values.help) {
+      io.stdout.write(DELTA_HELP);
+      return ExitCode.ok;
+    }
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    const first = values['first-backup'];
+    const second = values['second-backup'];
+    if (!first || !second) throw new UsageError('--first-backup and --second-backup are required');
+    const format = values.format ?? (io.stdout.isTTY ? 'text' : 'ndjson');
+    if (!['ndjson', 'json', 'text'].includes(format))
+      throw new UsageError(`--format must be ndjson, json or text, got '${format}'`);
+    const changeBlockSize = parseCount(values['change-block-size'], 'change-block-size', {
+      sizes: true,
+    });
+    const timeoutMs = parseCount(values['timeout-ms'], 'timeout-ms');
+    const base = { ...deps.config };
+    if (timeoutMs !== undefined) base.poll = { ...base.poll, timeoutMs };
+    const provisioner = new OciDeltaVolumeProvisioner(configFrom(values, io, base));
+    const onProgress = progressWriter(io, !values['no-progress']);
+    const started = performance.now();
+    const items: string[] = [];
+    let changedExtents = 0;
+    let changedBlocks = 0;
+    try {
+      const summary = await withProvisionedVolume(
+        provisioner,
+        {
+          firstBackupId: first,
+          secondBackupId: second,
+          ...(changeBlockSize === undefined ? {} : { changeBlockSize }),
+          signal: io.signal,
+          onProgress,
+        },
+        async (volume, signal) => {
+          const v = volume as OciDeltaVolume;
+          onProgress({ step: 'scan', phase: 'start', detail: v.sgPath ?? v.devicePath });
+          let lastProgress = 0;
+          const result = await scan(
+            volume,
+            async (e) => {
+              changedExtents++;
+              changedBlocks += e.blocks;
+              const line = `{"lba":${e.lba},"blocks":${e.blocks},"status":${e.status},"additional":${e.additional}}`;
+              if (format === 'json') items.push(line);
+              else if (format === 'text') {
+                await write(
+                  io,
+                  `${String(e.lba).padStart(14)}  ${String(e.blocks).padStart(10)}  status ${e.status}${e.additional ? ` additional=${e.additional}` : ''}\n`,
+                );
+              } else await write(io, `${line}\n`);
+            },
+            signal,
+            (text) => {
+              const now = Date.now();
+              if (!values['no-progress'] && now - lastProgress > 2000) {
+                lastProgress = now;
+                io.stderr.write(`oci: ${text}\n`);
+              }
+            },
+          );
+          onProgress({
+            step: 'scan',
+            phase: 'done',
+            detail: `${changedExtents} changed extent(s)`,
+          });
+          return {
+            volumeId: v.volumeId,
+            kind: v.kind,
+            changeBlockSize: v.changeBlockSize,
+            device: v.devicePath,
+            blockSize: result.blockSize,
+            capacityBlocks: result.capacityBlocks,
+            changedExtents,
+            changedBlocks,
+            changedBytes: changedBlocks * result.blockSize,
+          };
+        },
+      );
+      const elapsedMs = Math.round(performance.now() - started);
+      if (format === 'json') {
+        await write(
+          io,
+          `{"summary":${JSON.stringify({ firstBackupId: first, secondBackupId: second, ...summary, elapsedMs })},"extents":[${items.join(',')}]}\n`,
+        );
+      } else if (format === 'text') {
+        await write(
+          io,
+          `${changedExtents} changed extent(s), ${formatBytes(summary.changedBytes)} of ${formatBytes(summary.capacityBlocks * summary.blockSize)} changed, in ${formatDuration(elapsedMs)}\n`,
+        );
+      }
+      return ExitCode.ok;
+    } finally {
+      await provisioner.close();
+    }
+  };
+  return {
+    path: ['oci', 'delta'],
+    summary: 'changed extents between two OCI backups (creates, scans and deletes a delta volume)',
+    help: DELTA_HELP,
+    run: guarded(run),
+  };
+}
+
+export function createOciSweepCommand(deps: OciCommandDeps = {}): CliCommand {
+  const run = async (args: string[], io: CliIo): Promise<number> => {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        ...COMMON_PARSE,
+        'older-than': { type: 'string' },
+        'dry-run': { type: 'boolean' },
+      },
+    });
+    if (values.help) {
+      io.stdout.write(SWEEP_HELP);
+      return ExitCode.ok;
+    }
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+    const format = values.format ?? (io.stdout.isTTY ? 'text' : 'json');
+    if (!['json', 'text'].includes(format))
+      throw new UsageError(`--format must be json or text, got '${format}'`);
+    let olderThanMs: number;
+    try {
+      olderThanMs = parseDuration(values['older-than'] ?? '1h');
+    } catch (e) {
+      throw new UsageError(`--older-than: ${(e as Error).message}`);
+    }
+    const provisioner = new OciDeltaVolumeProvisioner(configFrom(values, io, { ...deps.config }));
+    try {
+      const result = await sweep(provisioner, {
+        olderThanMs,
+        ...(values['dry-run'] ? { dryRun: true } : {}),
+        ...(values['compartment-id'] ? { compartmentId: values['compartment-id'] } : {}),
+        signal: io.signal,
+        onProgress: progressWriter(io, true),
+      });
+      const verb = values['dry-run'] ? 'would remove' : 'removed';
+      if (format === 'json') {
+        await write(
+          io,
+          `${JSON.stringify({ dryRun: values['dry-run'] === true, volumes: result.volumes, attachments: result.attachments, sessions: result.sessions, errors: result.errors.map((e) => ({ code: e.code, message: e.message })) })}\n`,
+        );
+      } else {
+        await write(
+          io,
+          `${verb} ${result.volumes.length} volume(s), ${result.attachments.length} attachment(s), ${result.sessions.length} iSCSI session(s)\n`,
+        );
+        for (const v of result.volumes) await write(io, `  volume ${v}\n`);
+        for (const a of result.attachments) await write(io, `  attachment ${a}\n`);
+      }
+      for (const e of result.errors) io.stderr.write(`lba-status: ${e.message}\n`);
+      return result.errors.length === 0 ? ExitCode.ok : ExitCode.failure;
+    } finally {
+      await provisioner.close();
+    }
+  };
+  return {
+    path: ['oci', 'sweep'],
+    summary: 'remove delta volumes and attachments left by crashed runs',
+    help: SWEEP_HELP,
+    run: guarded(run),
+  };
+}
+
+async function write(io: CliIo, text: string): Promise<void> {
+  if (!io.stdout.write(text)) await new Promise((resolve) => io.stdout.once('drain', resolve));
+}
+
+function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
+  return async (args: string[], io: CliIo): Promise<number> => {
+    try {
+      return await run(args, io);
+    } catch (caught) {
+      // Interrupted (SIGINT/SIGTERM): whatever the work threw, report an abort (exit 130).
+      const error =
+        io.signal.aborted && !isAbortError(caught) && !(caught instanceof AggregateError)
+          ? abortError(io.signal)
+          : caught;
+      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
+        return reportError(new UsageError((error as Error).message), io);
+      if (error instanceof AggregateError && error.errors.length > 0) {
+        // Work error and cleanup error: report both lines, exit by the first.
+        const code = reportError(error.errors[0], io);
+        for (const e of error.errors.slice(1))
+          io.stderr.write(`lba-status: ${(e as Error)?.message ?? String(e)}\n`);
+        return code;
+      }
+      return reportError(error, io);
+    }
+  };
+}
+
+/** `lba-status oci delta` (contract). */
+export const ociDeltaCommand: CliCommand = createOciDeltaCommand();
+/** `lba-status oci sweep` (contract). */
+export const ociSweepCommand: CliCommand = createOciSweepCommand();
