@@ -136,6 +136,11 @@ export interface NativeBinding {
    * `receivedBytes` is `dxfer_len - resid` (the bytes the device really sent).
    */
   parseLbaStatus(data: Uint8Array, receivedBytes: number): LbaStatusColumns;
+  /**
+   * A zero-filled buffer whose address is a multiple of `alignment` (a power of two), for
+   * O_DIRECT reads; freed when garbage-collected.
+   */
+  allocateAligned(length: number, alignment: number): ArrayBuffer;
 }
 
 /** Error thrown when the addon cannot be loaded; lists what was tried and how to fix it. */

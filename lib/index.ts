@@ -39,6 +39,31 @@ export {
   TransportError,
 } from './errors.js';
 export {
+  applyExport,
+  createRawWriter,
+  createRbdDiffWriter,
+  type DeltaWriter,
+  ExportError,
+  type ExportFormat,
+  type ExportManifest,
+  type ExportOptions,
+  exportChanged,
+  type ManifestExtent,
+  readManifest,
+  sha256File,
+  VerifyMismatchError,
+  verifyDevice,
+  verifyExport,
+} from './read/export.js';
+export {
+  type ChangedChunk,
+  type ReadChangedOptions,
+  type ReadProgress,
+  readChanged,
+  ShortReadError,
+  splitExtents,
+} from './read/reader.js';
+export {
   type ChangedExtent,
   type ChangedExtentsOptions,
   changedExtents,

@@ -10,12 +10,15 @@
 //   getLbaStatus32Cdb(lba, scanLength, elementId, allocationLength, reportType)
 //                                                                   -> Uint8Array(32)
 //   parseLbaStatus(data, receivedBytes)              -> LbaStatusColumns
+//   allocateAligned(length, alignment)               -> ArrayBuffer (for O_DIRECT reads)
 //
 // See: sg(4), ioctl(2).
 
 #include <napi.h>
 
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "js_args.h"
@@ -109,6 +112,24 @@ Napi::Value ParseLbaStatus(const Napi::CallbackInfo& info) {
   return result;
 }
 
+// O_DIRECT needs buffers aligned to the logical block size, which V8's allocator does not
+// promise; this one is zero-filled memory from posix_memalign, freed by the GC finalizer.
+Napi::Value AllocateAligned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const auto length = static_cast<size_t>(GetInteger(info[0], "length", 1, int64_t{1} << 31));
+  const auto alignment = static_cast<size_t>(GetInteger(info[1], "alignment", 8, 1 << 20));
+  if ((alignment & (alignment - 1)) != 0) {
+    throw MakeError(env, "ERR_OUT_OF_RANGE", "alignment must be a power of two");
+  }
+  void* memory = nullptr;
+  if (posix_memalign(&memory, alignment, length) != 0 || memory == nullptr) {
+    throw MakeError(env, "ERR_LBA_STATUS_NO_MEMORY", "posix_memalign failed");
+  }
+  std::memset(memory, 0, length);
+  return Napi::ArrayBuffer::New(env, memory, length,
+                                [](Napi::Env /*env*/, void* data) { std::free(data); });
+}
+
 }  // namespace
 
 Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
@@ -124,6 +145,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   exports.Set("getLbaStatus32Cdb",
               Napi::Function::New<GetLbaStatus32Cdb>(env, "getLbaStatus32Cdb"));
   exports.Set("parseLbaStatus", Napi::Function::New<ParseLbaStatus>(env, "parseLbaStatus"));
+  exports.Set("allocateAligned", Napi::Function::New<AllocateAligned>(env, "allocateAligned"));
   return exports;
 }
 

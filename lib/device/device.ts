@@ -20,6 +20,7 @@ import {
   ScsiError,
   throwIfAborted,
 } from '../errors.js';
+import { type ChangedChunk, type ReadChangedOptions, readChanged } from '../read/reader.js';
 import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
 import {
   type LbaExtent,
@@ -547,6 +548,11 @@ export class ScsiDevice {
   /** Yields the changed (mapped) extents, aligned outward to the change block size and merged. */
   changedExtents(options?: ChangedExtentsOptions): AsyncGenerator<ChangedExtent> {
     return changedExtents(this, options);
+  }
+
+  /** Yields the changed data in volume order, several reads in flight, bounded memory. */
+  readChanged(options?: ReadChangedOptions): AsyncGenerator<ChangedChunk> {
+    return readChanged(this, options);
   }
 
   /**

@@ -107,6 +107,23 @@ export function modelChanged(
   return ranges;
 }
 
+/** One block's content in the model: mapped blocks hold their LBA pattern, others zeros. */
+export function modelBlock(volume: ModelVolume, lba: number): Uint8Array {
+  const block = new Uint8Array(volume.blockSize);
+  const mapped = volume.runs.some(
+    (r) => r.state === 'mapped' && lba >= r.lba && lba < r.lba + r.blocks,
+  );
+  if (mapped) for (let i = 0; i < block.length; i++) block[i] = (lba * 31 + i * 7 + 1) & 0xff;
+  return block;
+}
+
+/** The model's bytes for [lba, lba + blocks). */
+export function modelData(volume: ModelVolume, lba: number, blocks: number): Uint8Array {
+  const data = new Uint8Array(blocks * volume.blockSize);
+  for (let i = 0; i < blocks; i++) data.set(modelBlock(volume, lba + i), i * volume.blockSize);
+  return data;
+}
+
 function encodeReply(
   descriptors: Descriptor[],
   cc: number,
@@ -136,6 +153,8 @@ export class FakeDevice {
   readonly faults: Fault[] = [];
   inFlight = 0;
   maxInFlight = 0;
+  /** Inject `fault` when the command log reaches `call` commands. */
+  faultAtCall: { call: number; fault: Fault } | undefined;
   /** Delay each command by this many ms (to exercise concurrency). */
   latencyMs = 0;
   constructor(public volume: ModelVolume) {}
@@ -145,6 +164,10 @@ export class FakeDevice {
     cdb: Uint8Array,
     allocation: number,
   ): { raw: Partial<RawSgResult>; sense?: Uint8Array; data?: Uint8Array } {
+    if (this.faultAtCall && this.calls.length >= this.faultAtCall.call) {
+      this.faults.unshift(this.faultAtCall.fault);
+      this.faultAtCall = undefined;
+    }
     const fault = this.faults.shift();
     if (fault) {
       switch (fault.kind) {
@@ -197,6 +220,12 @@ export class FakeDevice {
         const alloc = view.getUint32(10);
         if (lba >= volume.capacity) return illegal(0x21);
         return this.#gls16(lba, alloc);
+      }
+      case 0x88: {
+        const lba = Number(view.getBigUint64(2));
+        const blocks = view.getUint32(10);
+        if (lba + blocks > volume.capacity) return illegal(0x21);
+        return { raw: {}, data: modelData(volume, lba, blocks) };
       }
       case 0x7f: {
         if (view.getUint16(8) !== 0x12) return illegal(0x24, [0xcf, 0, 8]);
@@ -284,6 +313,7 @@ export function createFakeBinding(device: FakeDevice): NativeBinding {
     getLbaStatus16Cdb: real.getLbaStatus16Cdb.bind(real),
     getLbaStatus32Cdb: real.getLbaStatus32Cdb.bind(real),
     parseLbaStatus: real.parseLbaStatus.bind(real),
+    allocateAligned: real.allocateAligned.bind(real),
     createCommandQueue(threads: number): NativeCommandQueue {
       let closed = false;
       return {

@@ -1,0 +1,210 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  applyExport,
+  exportChanged,
+  openDevice,
+  readManifest,
+  setBindingForTesting,
+  sha256File,
+  TransportError,
+  VerifyMismatchError,
+  verifyDevice,
+  verifyExport,
+} from '../../lib/index.js';
+import {
+  createFakeBinding,
+  FakeDevice,
+  type ModelVolume,
+  modelData,
+} from '../support/fake-binding.js';
+
+let dir: string;
+let nodePath: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'lba-status-read-'));
+  nodePath = join(dir, 'fake-node');
+  writeFileSync(nodePath, '');
+});
+afterEach(() => setBindingForTesting(undefined));
+
+const model: ModelVolume = {
+  blockSize: 512,
+  capacity: 8192,
+  behaviour: 'oci',
+  runs: [
+    { lba: 8, blocks: 8, state: 'mapped' },
+    { lba: 100, blocks: 1, state: 'mapped' },
+    { lba: 1000, blocks: 3000, state: 'mapped' },
+    { lba: 8000, blocks: 8, state: 'mapped' },
+  ],
+};
+
+async function open(volume = model) {
+  const fake = new FakeDevice(volume);
+  setBindingForTesting(createFakeBinding(fake));
+  return { fake, device: await openDevice(nodePath) };
+}
+
+/** The second image: the whole model volume. */
+function expectedImage(volume = model): Buffer {
+  return Buffer.from(modelData(volume, 0, volume.capacity));
+}
+
+describe('readChanged', () => {
+  it('reads the changed chunks in order, aligned to the change block size, with SHA-256', async () => {
+    const { device } = await open();
+    const chunks = [];
+    for await (const c of device.readChanged({
+      changeBlockSize: 4096,
+      chunkSize: 65536,
+      checksum: 'sha256',
+      concurrency: 3,
+    }))
+      chunks.push(c);
+    const image = expectedImage();
+    let last = -1;
+    for (const c of chunks) {
+      expect(c.offset).toBeGreaterThan(last);
+      last = c.offset;
+      expect(c.offset % 4096).toBe(0);
+      expect(c.length).toBeLessThanOrEqual(65536);
+      expect(Buffer.from(c.data).equals(image.subarray(c.offset, c.offset + c.length))).toBe(true);
+      expect(c.sha256).toBe(createHash('sha256').update(c.data).digest('hex'));
+    }
+    // LBA 8..16 → [4096, 8192); 100 → [49152, 53248); 1000..4000 → [512000, 2048000); 8000.. → 4096 bytes
+    expect(chunks.map((c) => c.offset).filter((o) => o < 512000)).toEqual([4096, 49152]);
+    const covered = chunks.reduce((n, c) => n + c.length, 0);
+    expect(covered).toBe(4096 + 4096 + (2048000 - 512000) + 4096);
+  });
+
+  it('reads no faster than the consumer takes: at most `concurrency` reads ahead', async () => {
+    const { device, fake } = await open();
+    let consumed = 0;
+    let maxAhead = 0;
+    for await (const _ of device.readChanged({ chunkSize: 4096, concurrency: 2 })) {
+      consumed++;
+      await new Promise((r) => setTimeout(r, 2));
+      const reads = fake.calls.filter((c) => c.cdb[0] === 0x88).length;
+      maxAhead = Math.max(maxAhead, reads - consumed);
+    }
+    expect(consumed).toBeGreaterThan(100);
+    expect(maxAhead).toBeLessThanOrEqual(2);
+  });
+
+  it('stops on an abort and on a transport error, never with a shorter result', async () => {
+    const { device, fake } = await open();
+    const controller = new AbortController();
+    let n = 0;
+    await expect(
+      (async () => {
+        for await (const _ of device.readChanged({ chunkSize: 4096, signal: controller.signal }))
+          if (++n === 3) controller.abort();
+      })(),
+    ).rejects.toMatchObject({ code: 'ABORT_ERR' });
+    await device.capacity();
+    fake.faults.push({ kind: 'transport', hostStatus: 0x0e });
+    // The fault hits the first command after the scan's: make it a READ by scanning first.
+    const chunks = device.readChanged({ chunkSize: 4096 });
+    fake.faults.length = 0;
+    const first = await chunks.next();
+    expect(first.done).toBe(false);
+    fake.faults.push({ kind: 'transport', hostStatus: 0x0e });
+    await expect(
+      (async () => {
+        for await (const _ of chunks);
+      })(),
+    ).rejects.toBeInstanceOf(TransportError);
+  });
+});
+
+describe('export, apply and verify', () => {
+  it('writes a complete manifest, a sparse raw image and an rbd diff v1 stream', async () => {
+    const { device } = await open();
+    const out = join(dir, 'export-1');
+    const manifest = await exportChanged(device, out, {
+      changeBlockSize: 4096,
+      source: { firstBackupId: 'a', secondBackupId: 'b' },
+    });
+    expect(manifest.complete).toBe(true);
+    expect((await readManifest(out)).extents).toEqual(manifest.extents);
+    const image = expectedImage();
+    const raw = readFileSync(join(out, 'delta.img'));
+    expect(raw.length).toBe(model.capacity * 512);
+    for (const e of manifest.extents)
+      expect(
+        raw
+          .subarray(e.offset, e.offset + e.length)
+          .equals(image.subarray(e.offset, e.offset + e.length)),
+      ).toBe(true);
+
+    // Parse the rbd diff back: header, size, one 'w' per chunk, 'e'.
+    const diff = readFileSync(join(out, 'delta.rbd-diff'));
+    expect(diff.subarray(0, 12).toString('latin1')).toBe('rbd diff v1\n');
+    expect(String.fromCharCode(diff[12]!)).toBe('s');
+    expect(diff.readBigUInt64LE(13)).toBe(BigInt(model.capacity * 512));
+    let at = 21;
+    const records: Array<[number, number]> = [];
+    while (diff[at] === 0x77) {
+      const offset = Number(diff.readBigUInt64LE(at + 1));
+      const length = Number(diff.readBigUInt64LE(at + 9));
+      expect(
+        diff.subarray(at + 17, at + 17 + length).equals(image.subarray(offset, offset + length)),
+      ).toBe(true);
+      records.push([offset, length]);
+      at += 17 + length;
+    }
+    expect(String.fromCharCode(diff[at]!)).toBe('e');
+    expect(at + 1).toBe(diff.length);
+    expect(records).toEqual(manifest.extents.map((e) => [e.offset, e.length]));
+  });
+
+  it('verify: base + delta = expected; one flipped byte fails at its offset', async () => {
+    const { device } = await open();
+    const out = join(dir, 'export-2');
+    await exportChanged(device, out, { changeBlockSize: 4096, formats: ['raw'] });
+    const base = join(dir, 'base.img');
+    const expected = join(dir, 'expected.img');
+    writeFileSync(base, Buffer.alloc(model.capacity * 512));
+    writeFileSync(expected, expectedImage());
+    const result = await verifyExport(base, out, expected);
+    expect(result.sha256).toBe(await sha256File(expected));
+
+    const flipped = expectedImage();
+    flipped[600_001]! ^= 0xff;
+    writeFileSync(expected, flipped);
+    const error = await verifyExport(base, out, expected).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(VerifyMismatchError);
+    expect((error as VerifyMismatchError).offset).toBe(600_001);
+
+    // apply: a copy of the base becomes the second image.
+    const copy = join(dir, 'restored.img');
+    writeFileSync(copy, Buffer.alloc(model.capacity * 512));
+    await applyExport(out, copy);
+    expect(await sha256File(copy)).toBe(createHash('sha256').update(expectedImage()).digest('hex'));
+    // and the device still matches the manifest.
+    expect((await verifyDevice(device, out)).extents).toBeGreaterThan(0);
+  });
+
+  it('leaves the manifest incomplete when the export fails midway', async () => {
+    const { device, fake } = await open();
+    const out = join(dir, 'export-3');
+    await device.capacity();
+    // Let the scan and a few reads through, then break the transport.
+    fake.faultAtCall = {
+      call: fake.calls.length + 12,
+      fault: { kind: 'transport', hostStatus: 0x01 },
+    };
+    await expect(exportChanged(device, out, { chunkSize: 4096 })).rejects.toBeInstanceOf(
+      TransportError,
+    );
+    const manifest = JSON.parse(readFileSync(join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.complete).toBe(false);
+    await expect(readManifest(out)).rejects.toMatchObject({
+      code: 'ERR_LBA_STATUS_EXPORT_INCOMPLETE',
+    });
+  });
+});
