@@ -6,6 +6,12 @@ export {
   writeOciConfig,
 } from './credentials.js';
 export {
+  type OciSimulation,
+  type OciSimulationInfo,
+  type OciSimulationOptions,
+  startOciSimulation,
+} from './oci-simulation.js';
+export {
   type AttachTarget,
   type AttachTargetContext,
   type FakeBackup,

@@ -1,0 +1,184 @@
+/**
+ * The fake OCI API wired to simulator targets: every iSCSI attachment of a delta volume starts a
+ * simulator (lib/sim) that serves the changed map of the two fake backups at the delta's change
+ * block size; detaching stops it. This is what `lba-status sim serve --oci-api` runs, so that
+ * `lba-status oci delta` works end to end on one machine.
+ */
+import { join } from 'node:path';
+import type { BlockExtent } from '../changed-map.js';
+import {
+  expectedChangedExtents,
+  type Simulator,
+  type SimulatorOptions,
+  startSimulator,
+} from '../simulator.js';
+import type { FakeOciCredentials } from './credentials.js';
+import { type AttachTargetContext, FakeOciApi, type FakeOciDelays } from './server.js';
+
+export interface OciSimulationOptions {
+  /** Directory for the OCI config file and private key (created, mode 0700). */
+  dir: string;
+  /** Port of the fake API (default 0: any free port). */
+  apiPort?: number;
+  /** Size of the source volume in bytes, a multiple of 1 MiB (default 1 GiB). */
+  sizeBytes?: number;
+  blockSize?: 512 | 4096;
+  /** What changed between the two fake backups (the delta the simulator serves). */
+  changed?: SimulatorOptions['changed'];
+  dataSeed?: number;
+  /** Address the simulator targets listen on and the attachments advertise (default 127.0.0.1). */
+  targetHost?: string;
+  /** Attachments require CHAP with a generated secret (default false, like useChap: false). */
+  chap?: boolean;
+  delays?: FakeOciDelays;
+  /** Boot volume backups instead of block volume backups. */
+  boot?: boolean;
+  log?: (line: string) => void;
+}
+
+export interface OciSimulationInfo {
+  endpoint: string;
+  configFile: string;
+  profile: string;
+  instanceId: string;
+  compartmentId: string;
+  availabilityDomain: string;
+  firstBackupId: string;
+  secondBackupId: string;
+}
+
+export interface OciSimulation extends AsyncDisposable {
+  api: FakeOciApi;
+  credentials: FakeOciCredentials;
+  /** The object for sim serve's ready line (`"oci":{…}`). */
+  info: OciSimulationInfo;
+  /** Running simulator targets by attachment id. */
+  simulators: ReadonlyMap<string, Simulator>;
+  /** The extents a correct `oci delta` reports for a change block size (report type 1). */
+  expectedChangedExtents(changeBlockSize?: number): BlockExtent[];
+  close(): Promise<void>;
+}
+
+interface Payload {
+  changed?: SimulatorOptions['changed'];
+  dataSeed?: number;
+  blockSize?: 512 | 4096;
+}
+
+export async function startOciSimulation(options: OciSimulationOptions): Promise<OciSimulation> {
+  const sizeBytes = options.sizeBytes ?? 2 ** 30;
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 2 ** 20 !== 0) {
+    throw new RangeError(`sizeBytes must be a positive multiple of 1 MiB; got ${sizeBytes}`);
+  }
+  const simulators = new Map<string, Simulator>();
+  const host = options.targetHost ?? '127.0.0.1';
+  const log = options.log;
+  const api = new FakeOciApi({
+    ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
+    ...(options.delays ? { delays: options.delays } : {}),
+    attachTarget: async (ctx: AttachTargetContext) => {
+      const p = (ctx.secondBackup.payload ?? {}) as Payload;
+      const suffix = ctx.attachmentId.slice(-12);
+      const simOptions: SimulatorOptions = {
+        sizeBytes: ctx.volume.sizeInMBs * 2 ** 20,
+        changeBlockSize: ctx.changeBlockSize,
+        host,
+        port: 0,
+        iqn: `iqn.2015-12.com.oracleiaas:${suffix}`,
+        ...(p.blockSize ? { blockSize: p.blockSize } : {}),
+        ...(p.changed === undefined ? {} : { changed: p.changed }),
+        ...(p.dataSeed === undefined ? {} : { dataSeed: p.dataSeed }),
+        ...(options.chap
+          ? {
+              chap: {
+                username: ctx.volume.id,
+                secret: `chap-${suffix}-${Math.random().toString(36).slice(2)}`,
+              },
+            }
+          : {}),
+        ...(log ? { log } : {}),
+      };
+      const sim = await startSimulator(simOptions);
+      simulators.set(ctx.attachmentId, sim);
+      log?.(`fake-oci: attachment ${ctx.attachmentId} → simulator ${sim.iqn} at ${sim.portal}`);
+      return {
+        ipv4: host,
+        port: sim.port,
+        iqn: sim.iqn,
+        ...(simOptions.chap ? { chap: simOptions.chap } : {}),
+      };
+    },
+    detachTarget: async (ctx) => {
+      const sim = simulators.get(ctx.attachmentId);
+      simulators.delete(ctx.attachmentId);
+      if (sim) {
+        log?.(`fake-oci: attachment ${ctx.attachmentId} detached, simulator ${sim.iqn} stopped`);
+        await sim.close();
+      }
+    },
+  });
+  await api.start();
+  try {
+    const credentials = await api.createCredentials(join(options.dir, 'oci'));
+    const payload: Payload = {
+      ...(options.changed === undefined ? {} : { changed: options.changed }),
+      ...(options.dataSeed === undefined ? {} : { dataSeed: options.dataSeed }),
+      ...(options.blockSize ? { blockSize: options.blockSize } : {}),
+    };
+    const t = Date.now() - 2 * 3_600_000;
+    const kind = options.boot ? 'boot' : 'block';
+    const sizeInMBs = sizeBytes / 2 ** 20;
+    const sizeInGBs = Math.max(1, Math.ceil(sizeBytes / 2 ** 30));
+    const first = api.addBackup({
+      kind,
+      type: 'FULL',
+      sizeInGBs,
+      sizeInMBs,
+      timeCreated: new Date(t).toISOString(),
+      displayName: 'sim-first',
+    });
+    const second = api.addBackup({
+      kind,
+      volumeId: first.volumeId,
+      type: 'INCREMENTAL',
+      sizeInGBs,
+      sizeInMBs,
+      timeCreated: new Date(t + 3_600_000).toISOString(),
+      displayName: 'sim-second',
+      payload,
+    });
+    const info: OciSimulationInfo = {
+      endpoint: api.endpoint,
+      configFile: credentials.configFile as string,
+      profile: credentials.profile ?? 'DEFAULT',
+      instanceId: api.instance.id,
+      compartmentId: api.compartmentId,
+      availabilityDomain: api.availabilityDomain,
+      firstBackupId: first.id,
+      secondBackupId: second.id,
+    };
+    const close = async () => {
+      for (const sim of simulators.values()) await sim.close().catch(() => undefined);
+      simulators.clear();
+      await api.close();
+    };
+    return {
+      api,
+      credentials,
+      info,
+      simulators,
+      expectedChangedExtents: (changeBlockSize = 4096) =>
+        expectedChangedExtents({
+          sizeBytes,
+          changeBlockSize,
+          ...(options.blockSize ? { blockSize: options.blockSize } : {}),
+          ...(options.changed === undefined ? {} : { changed: options.changed }),
+        }),
+      close,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (err) {
+    await api.close();
+    throw err;
+  }
+}
