@@ -3,10 +3,18 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CliCommand, CliIo } from './command.js';
+import { applyCommand, exportCommand, readCommand, verifyCommand } from './read.js';
 import { infoCommand, scanCommand } from './scan.js';
 import { ExitCode } from './util.js';
 
-export const commands: CliCommand[] = [infoCommand, scanCommand];
+export const commands: CliCommand[] = [
+  infoCommand,
+  scanCommand,
+  readCommand,
+  exportCommand,
+  verifyCommand,
+  applyCommand,
+];
 
 function version(): string {
   try {

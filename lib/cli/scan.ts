@@ -14,9 +14,9 @@ import {
   ExitCode,
   formatBytes,
   formatDuration,
+  guarded,
   ProgressLine,
   parseCount,
-  reportError,
 } from './util.js';
 
 const SCAN_HELP = `Usage: lba-status scan DEVICE [options]
@@ -184,7 +184,9 @@ async function writeExtents(
 }
 
 function statusName(status: number): string {
-  return ['mapped|unknown', 'deallocated', 'anchored', 'mapped', 'unknown'][status] ?? `status ${status}`;
+  return (
+    ['mapped|unknown', 'deallocated', 'anchored', 'mapped', 'unknown'][status] ?? `status ${status}`
+  );
 }
 
 async function runScan(args: string[], io: CliIo): Promise<number> {
@@ -397,18 +399,6 @@ async function runInfo(args: string[], io: CliIo): Promise<number> {
   } finally {
     await device.close();
   }
-}
-
-function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
-  return async (args: string[], io: CliIo): Promise<number> => {
-    try {
-      return await run(args, io);
-    } catch (error) {
-      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
-        return reportError(new UsageError((error as Error).message), io);
-      return reportError(error, io);
-    }
-  };
 }
 
 export const scanCommand: CliCommand = {

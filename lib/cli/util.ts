@@ -108,3 +108,17 @@ export class ProgressLine {
     this.#shown = false;
   }
 }
+
+/** Wraps a command's body: usage and library errors become one line on stderr and an exit code. */
+export function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
+  return async (args: string[], io: CliIo): Promise<number> => {
+    try {
+      return await run(args, io);
+    } catch (error) {
+      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+        return reportError(new UsageError((error as Error).message), io);
+      }
+      return reportError(error, io);
+    }
+  };
+}
