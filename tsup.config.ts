@@ -1,13 +1,8 @@
-import { existsSync } from 'node:fs';
 import { defineConfig } from 'tsup';
 
 // Entry points are the package's public subpaths plus the CLI. Everything lands in dist/, one
 // level below the package root like lib/, so lib/binding.ts finds the addon from both.
-const publicEntries = Object.fromEntries(
-  Object.entries({ index: 'lib/index.ts', sim: 'lib/sim.ts', oci: 'lib/oci.ts' }).filter(([, file]) =>
-    existsSync(file),
-  ),
-);
+const publicEntries = { index: 'lib/index.ts', sim: 'lib/sim.ts', oci: 'lib/oci.ts' };
 
 export default defineConfig({
   entry: { ...publicEntries, cli: 'lib/cli/main.ts' },

@@ -3,8 +3,10 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CliCommand, CliIo } from './command.js';
+import { ociDeltaCommand, ociSweepCommand } from './oci.js';
 import { applyCommand, exportCommand, readCommand, verifyCommand } from './read.js';
 import { infoCommand, scanCommand } from './scan.js';
+import { simServeCommand } from './sim-serve.js';
 import { ExitCode } from './util.js';
 
 export const commands: CliCommand[] = [
@@ -14,6 +16,9 @@ export const commands: CliCommand[] = [
   exportCommand,
   verifyCommand,
   applyCommand,
+  ociDeltaCommand,
+  ociSweepCommand,
+  simServeCommand,
 ];
 
 function version(): string {
