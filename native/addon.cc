@@ -126,8 +126,17 @@ Napi::Value AllocateAligned(const Napi::CallbackInfo& info) {
     throw MakeError(env, "ERR_LBA_STATUS_NO_MEMORY", "posix_memalign failed");
   }
   std::memset(memory, 0, length);
-  return Napi::ArrayBuffer::New(env, memory, length,
-                                [](Napi::Env /*env*/, void* data) { std::free(data); });
+  // Tell V8 about memory it did not allocate, so that garbage collection keeps pace with
+  // large reads instead of letting unreferenced buffers pile up.
+  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(length));
+  return Napi::ArrayBuffer::New(
+      env, memory, length,
+      [](Napi::Env finalize_env, void* data, size_t* size) {
+        std::free(data);
+        Napi::MemoryManagement::AdjustExternalMemory(finalize_env, -static_cast<int64_t>(*size));
+        delete size;
+      },
+      new size_t(length));
 }
 
 }  // namespace
