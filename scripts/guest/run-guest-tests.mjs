@@ -32,6 +32,9 @@ const SCENARIOS = [
   { name: 'scsi-debug-4k', family: 'scsi-debug', scsiDebug: `${SD} sector_size=4096` },
   { name: 'scsi-debug-gran8', family: 'scsi-debug', scsiDebug: `${SD} unmap_granularity=8` },
   { name: 'tgt-iscsi', family: 'tgt-iscsi', scsiDebug: '', extraMods: 'iscsi_tcp' },
+  // The project's simulator (read-only volume): test/guest/*.test.ts write, so only test/guest/sim/.
+  { name: 'sim-iscsi', family: 'sim', scsiDebug: '', extraMods: 'iscsi_tcp', shared: false },
+  { name: 'sim-iscsi-4k', family: 'sim', scsiDebug: '', extraMods: 'iscsi_tcp', shared: false },
 ];
 
 const env = process.env;
@@ -76,7 +79,8 @@ function testFiles(dir, recursive) {
 function filesFor(s) {
   const base = join(root, 'test/guest');
   const own = [s.family, s.name].filter((d, i, a) => a.indexOf(d) === i);
-  return [...testFiles(base, false), ...own.flatMap((d) => testFiles(join(base, d), true))];
+  const shared = s.shared === false ? [] : testFiles(base, false);
+  return [...shared, ...own.flatMap((d) => testFiles(join(base, d), true))];
 }
 
 function which(cmd) {

@@ -1,0 +1,108 @@
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { simServeCommand } from '../../lib/cli/sim-serve.js';
+import { IscsiInitiator } from '../../lib/iscsi/initiator.js';
+import { gls32Cdb, parseGls } from './helpers.js';
+
+function io() {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = '';
+  let err = '';
+  stdout.on('data', (c) => {
+    out += c;
+  });
+  stderr.on('data', (c) => {
+    err += c;
+  });
+  const ac = new AbortController();
+  return {
+    io: { stdout, stderr, signal: ac.signal, env: {} },
+    abort: () => ac.abort(),
+    out: () => out,
+    err: () => err,
+  };
+}
+
+async function waitFor(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 200 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
+describe('lba-status sim serve', () => {
+  it('prints the ready line, serves the map from --changed, dumps it, and stops on abort', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sim-serve-'));
+    writeFileSync(
+      join(dir, 'changed.json'),
+      JSON.stringify([{ offset: 4096, length: 1 }, { offset: 1 << 20, length: 8192 }]),
+    );
+    const t = io();
+    const done = simServeCommand.run(
+      [
+        '--size',
+        '64M',
+        '--changed',
+        join(dir, 'changed.json'),
+        '--port',
+        '0',
+        '--iqn',
+        'iqn.2024-01.test:cli',
+        '--dump-changed',
+        join(dir, 'dump.json'),
+      ],
+      t.io,
+    );
+    await waitFor(() => t.out().includes('\n'));
+    const ready = JSON.parse(t.out());
+    expect(ready).toMatchObject({ iscsi: { iqn: 'iqn.2024-01.test:cli', lun: 1 }, changed: 2 });
+    expect(ready.iscsi.portal).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(JSON.parse(readFileSync(join(dir, 'dump.json'), 'utf8'))).toEqual([
+      { offset: 4096, length: 4096 },
+      { offset: 1 << 20, length: 8192 },
+    ]);
+    const [host, port] = ready.iscsi.portal.split(':');
+    const ini = await IscsiInitiator.connect({ host, port: Number(port), targetName: ready.iscsi.iqn });
+    await ini.command(1, Buffer.alloc(6)); // consume the UNIT ATTENTION
+    const r = await ini.command(1, gls32Cdb(0, 4096, 1024), { dataInLength: 1024 });
+    expect(parseGls(r.data).descriptors).toEqual([
+      { lba: 8, blocks: 8, status: 3 },
+      { lba: 2048, blocks: 16, status: 3 },
+    ]);
+    t.abort();
+    expect(await done).toBe(0);
+    expect(ini.closed || (await ini.nop().then(() => false, () => true))).toBe(true);
+  });
+
+  it('accepts --random-changes with faults and rejects usage mistakes with exit code 2', async () => {
+    const t = io();
+    const done = simServeCommand.run(
+      ['--size', '1G', '--random-changes', '10', '--seed', '4', '--port', '0', '--fault', 'busy:count=2'],
+      t.io,
+    );
+    await waitFor(() => t.out().includes('\n'));
+    expect(JSON.parse(t.out()).changed).toBe(10);
+    t.abort();
+    expect(await done).toBe(0);
+    for (const args of [
+      ['--random-changes', '3'],
+      ['--size', '1G'],
+      ['--size', '1G', '--random-changes', '3', '--block-size', '1024'],
+      ['--size', '1G', '--random-changes', '3', '--fault', 'explode'],
+      ['--size', '1G', '--random-changes', '3', '--bogus'],
+      ['--size', '1G', '--changed', '/nonexistent.json'],
+    ]) {
+      const u = io();
+      expect(await simServeCommand.run(args, u.io)).toBe(2);
+      expect(u.err()).toMatch(/^lba-status: /);
+    }
+  });
+
+  it('has help with examples', async () => {
+    const t = io();
+    expect(await simServeCommand.run(['--help'], t.io)).toBe(0);
+    expect(t.out()).toContain('Examples:');
+    expect(simServeCommand.path).toEqual(['sim', 'serve']);
+  });
+});
