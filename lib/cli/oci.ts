@@ -374,10 +374,40 @@ async function write(io: CliIo, text: string): Promise<void> {
   if (!io.stdout.write(text)) await new Promise((resolve) => io.stdout.once('drain', resolve));
 }
 
+/**
+ * The SDK's retrier writes to console.warn on every failed attempt ("Request cannot be retried…"
+ * even for the 404 a deletion poll expects). While a command runs (it owns the process), turn the
+ * retry notices into one short `oci:` line and drop the rest; NODE_DEBUG=lba-status shows all.
+ */
+async function withSdkWarnings<T>(io: CliIo, fn: () => Promise<T>): Promise<T> {
+  if (/\blba-status\b/.test(io.env.NODE_DEBUG ?? '')) return fn();
+  const original = console.warn;
+  console.warn = (...args: unknown[]) => {
+    const text = args.map(String).join(' ');
+    const retry =
+      /^Request failed with Exception : (.*)\nRetrying request -> Total Attempts : (\d+), Retrying after ([\d.]+) seconds/s.exec(
+        text,
+      );
+    if (retry) {
+      io.stderr.write(
+        `oci: retry ${retry[2]} in ${Number(retry[3]).toFixed(1)} s after: ${(retry[1] ?? '').split('\n')[0]}\n`,
+      );
+      return;
+    }
+    if (/^(Request cannot be retried|All retry attempts have exhausted)/.test(text)) return; // reported as the error
+    original.apply(console, args);
+  };
+  try {
+    return await fn();
+  } finally {
+    console.warn = original;
+  }
+}
+
 function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
   return async (args: string[], io: CliIo): Promise<number> => {
     try {
-      return await run(args, io);
+      return await withSdkWarnings(io, () => run(args, io));
     } catch (caught) {
       // Interrupted (SIGINT/SIGTERM): whatever the work threw, report an abort (exit 130).
       const error =

@@ -31,6 +31,8 @@ export interface OciSimulationOptions {
   /** Attachments require CHAP with a generated secret (default false, like useChap: false). */
   chap?: boolean;
   delays?: FakeOciDelays;
+  /** Faults every simulator target starts with (e.g. latency to catch a scan mid-way). */
+  faults?: SimulatorOptions['faults'];
   /** Boot volume backups instead of block volume backups. */
   boot?: boolean;
   log?: (line: string) => void;
@@ -96,6 +98,7 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
               },
             }
           : {}),
+        ...(options.faults ? { faults: options.faults } : {}),
         ...(log ? { log } : {}),
       };
       const sim = await startSimulator(simOptions);
