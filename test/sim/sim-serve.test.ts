@@ -36,7 +36,10 @@ describe('lba-status sim serve', () => {
     const dir = mkdtempSync(join(tmpdir(), 'sim-serve-'));
     writeFileSync(
       join(dir, 'changed.json'),
-      JSON.stringify([{ offset: 4096, length: 1 }, { offset: 1 << 20, length: 8192 }]),
+      JSON.stringify([
+        { offset: 4096, length: 1 },
+        { offset: 1 << 20, length: 8192 },
+      ]),
     );
     const t = io();
     const done = simServeCommand.run(
@@ -63,7 +66,11 @@ describe('lba-status sim serve', () => {
       { offset: 1 << 20, length: 8192 },
     ]);
     const [host, port] = ready.iscsi.portal.split(':');
-    const ini = await IscsiInitiator.connect({ host, port: Number(port), targetName: ready.iscsi.iqn });
+    const ini = await IscsiInitiator.connect({
+      host,
+      port: Number(port),
+      targetName: ready.iscsi.iqn,
+    });
     await ini.command(1, Buffer.alloc(6)); // consume the UNIT ATTENTION
     const r = await ini.command(1, gls32Cdb(0, 4096, 1024), { dataInLength: 1024 });
     expect(parseGls(r.data).descriptors).toEqual([
@@ -72,13 +79,30 @@ describe('lba-status sim serve', () => {
     ]);
     t.abort();
     expect(await done).toBe(0);
-    expect(ini.closed || (await ini.nop().then(() => false, () => true))).toBe(true);
+    expect(
+      ini.closed ||
+        (await ini.nop().then(
+          () => false,
+          () => true,
+        )),
+    ).toBe(true);
   });
 
   it('accepts --random-changes with faults and rejects usage mistakes with exit code 2', async () => {
     const t = io();
     const done = simServeCommand.run(
-      ['--size', '1G', '--random-changes', '10', '--seed', '4', '--port', '0', '--fault', 'busy:count=2'],
+      [
+        '--size',
+        '1G',
+        '--random-changes',
+        '10',
+        '--seed',
+        '4',
+        '--port',
+        '0',
+        '--fault',
+        'busy:count=2',
+      ],
       t.io,
     );
     await waitFor(() => t.out().includes('\n'));
