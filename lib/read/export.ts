@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ScsiDevice } from '../device/device.js';
 import { read16Cdb } from '../scsi/commands.js';
 import {
@@ -134,6 +134,27 @@ export interface ExportOptions extends Omit<ReadChangedOptions, 'checksum' | 'on
   source?: ExportManifest['source'];
 }
 
+/**
+ * `mkdir -p` that gives up: Node 20's recursive mkdir loops forever where mkdir fails with
+ * ENOENT under an existing parent (procfs, sysfs).
+ */
+async function ensureDirectory(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') return;
+    const parent = dirname(dir);
+    if (code !== 'ENOENT' || parent === dir) throw error;
+    await ensureDirectory(parent);
+    try {
+      await mkdir(dir);
+    } catch (retry) {
+      if ((retry as NodeJS.ErrnoException).code !== 'EEXIST') throw retry;
+    }
+  }
+}
+
 async function writeManifest(dir: string, manifest: ExportManifest): Promise<void> {
   const path = join(dir, 'manifest.json');
   await writeFile(`${path}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
@@ -150,7 +171,7 @@ export async function exportChanged(
   options: ExportOptions = {},
 ): Promise<ExportManifest> {
   const { formats = ['raw', 'rbd-diff'], source, ...readOptions } = options;
-  await mkdir(dir, { recursive: true });
+  await ensureDirectory(dir);
   const { blockSize, blocks } = await device.capacity({ signal: options.signal });
   const capacityBytes = blocks * blockSize;
   const inquiry = device.inquiry;
