@@ -174,6 +174,34 @@ describe('lba-status oci delta / sweep', () => {
     expect(await h.leftovers()).toEqual([]);
   });
 
+  it('turns the SDK retry warnings into short oci: lines and drops the rest', async () => {
+    const { first, second } = h.api.seedBackupPair();
+    h.api.inject({ operation: 'GetVolumeBackup', status: 500 });
+    const io = makeIo();
+    const code = await createOciDeltaCommand({ config, scan: scanner }).run(
+      [...args, '--first-backup', first.id, '--second-backup', second.id],
+      io,
+    );
+    expect(code).toBe(0);
+    expect(io.err()).toMatch(/^oci: retry 1 in [\d.]+ s after: /m);
+    expect(io.err()).not.toMatch(/Request failed with Exception|Request cannot be retried/);
+    const ghost = makeIo();
+    expect(
+      await createOciDeltaCommand({ config, scan: scanner }).run(
+        [
+          ...args,
+          '--first-backup',
+          first.id,
+          '--second-backup',
+          second.id.replace(/.{4}$/, '0000'),
+        ],
+        ghost,
+      ),
+    ).toBe(1);
+    expect(ghost.err()).toMatch(/^lba-status: second backup .* was not found/m);
+    expect(ghost.err()).not.toMatch(/Request cannot be retried/);
+  });
+
   it('every command has --help with an example', async () => {
     for (const c of [ociDeltaCommand, ociSweepCommand]) {
       const io = makeIo();
