@@ -36,7 +36,7 @@ Options:
   --window-blocks N      SCAN LENGTH per command, 32-byte form (default and max: 1 GiB worth)
   --allocation-length N  reply buffer per command in bytes (default 32768; use 8 + 16k)
   --concurrency N        windows scanned at once (default 1)
-  --changed-only         print only changed extents (every status but deallocated/anchored)
+  --changed-only         print only changed extents (every status but deallocated)
   --change-block-size N  with --changed-only: widen to multiples of N bytes and merge
                          (the delta volume's changeBlockSizeInBytes, e.g. 4096 or 1M)
   --format F             ndjson (default when piped) | json | text (default on a terminal) |

@@ -7,12 +7,12 @@ import { OutOfRangeError } from '../validate.js';
 import { type LbaStatusBatch, planScan, type ScanOptions, scanBatches } from './scanner.js';
 
 /**
- * Whether a provisioning status counts as changed. Only "deallocated" (1) and "anchored" (2, no
- * data) count as unchanged: "mapped" (3), "mapped or unknown" (0, what a device that ignored the
- * report type says, RTP = 0) and "unknown" (4) are copied — when in doubt, copy.
+ * Whether a provisioning status counts as changed. Only "deallocated" (1) counts as unchanged:
+ * "mapped" (3), "mapped or unknown" (0, what a device that ignored the report type says, RTP=0),
+ * "anchored" (2) and "unknown" (4) are copied — when in doubt, copy.
  */
 export function isChangedStatus(status: number): boolean {
-  return status !== 1 && status !== 2;
+  return status !== 1;
 }
 
 /** A changed range, aligned to the change block size, in blocks and in bytes. */
