@@ -70,6 +70,8 @@ export interface OciDeltaProvisionerConfig extends OciClientOptions {
   deviceTimeoutMs?: number;
   /** Poll timing for lifecycle waits (default 1 s doubling to 10 s, 20 min deadline). */
   poll?: PollTiming;
+  /** Deadline of each cleanup wait (DETACHED, TERMINATED); default: poll.timeoutMs (20 min). */
+  releaseTimeoutMs?: number;
   /** Poll interval for the disk (default 200 ms). */
   deviceIntervalMs?: number;
   /** Host name written into the tags (default os.hostname()). */
@@ -644,7 +646,8 @@ export class OciDeltaVolumeProvisioner
 
   /** Release timing: never abortable, own deadlines. */
   private releasePoll(): PollTiming {
-    return { ...this.#config.poll };
+    const t = this.#config.releaseTimeoutMs;
+    return { ...this.#config.poll, ...(t === undefined ? {} : { timeoutMs: t }) };
   }
 
   private async releaseJob(

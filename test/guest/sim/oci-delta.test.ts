@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevice, scanBatches } from '../../../lib/index.js';
 import { OciDeltaVolumeProvisioner } from '../../../lib/oci/provisioner.js';
+import { SimulatorProvisioner } from '../../../lib/provision/sim.js';
 import type { BlockExtent } from '../../../lib/sim/changed-map.js';
 import {
   type OciSimulation,
@@ -105,6 +106,34 @@ describe.runIf(s.name === 'sim-iscsi')(
       } finally {
         await p.close();
       }
+    });
+
+    it('SimulatorProvisioner: the same host path without the cloud', async () => {
+      const p = new SimulatorProvisioner();
+      const vol = await p.provision({
+        simulator: {
+          sizeBytes: 32 << 20,
+          changeBlockSize: 4096,
+          changed: { random: 20, seed: 99 },
+        },
+      });
+      try {
+        expect(vol.devicePath).toMatch(/^\/dev\/sd[a-z]+$/);
+        const got: Ext[] = [];
+        const dev = await openDevice(vol.sgPath ?? vol.devicePath);
+        try {
+          for await (const b of scanBatches(dev, { reportType: 'nonzero', cdb: 32 })) {
+            for (let i = 0; i < b.count; i++)
+              got.push({ lba: b.lba[i]!, blocks: b.blocks[i]!, status: b.status[i]! });
+          }
+        } finally {
+          await dev.close();
+        }
+        expect(merge(got)).toEqual(vol.expectedChangedExtents);
+      } finally {
+        await vol.release();
+      }
+      expect(hostTraces(vol.target.iqn)).toEqual([]);
     });
 
     it('the oci delta command prints the changed extents; kill -9 mid-scan, then oci sweep leaves nothing', async () => {

@@ -1,0 +1,128 @@
+/**
+ * SimulatorProvisioner: starts a simulator target (lib/sim, an OCI delta volume emulated over
+ * iSCSI on 127.0.0.1), logs the kernel initiator in to it with iscsiadm and finds the disk through
+ * sysfs — the same host-side path as the OCI provisioner, without a cloud. Release logs out,
+ * deletes the node record and stops the target.
+ */
+import { Iscsiadm, type IscsiadmOptions, type IscsiTarget } from '../oci/iscsiadm.js';
+import { waitForDevice } from '../oci/sysfs.js';
+import type { BlockExtent } from '../sim/changed-map.js';
+import { type Simulator, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
+import { abortError, isAbortError, throwIfAborted } from './errors.js';
+import { releaseOnce } from './release.js';
+import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
+
+export interface SimulatorProvisionerConfig {
+  iscsiadm?: Iscsiadm | IscsiadmOptions;
+  sysfsRoot?: string;
+  devRoot?: string;
+  /** How long to wait for the disk after login (default 30 s). */
+  deviceTimeoutMs?: number;
+  deviceIntervalMs?: number;
+}
+
+export interface SimulatorProvisionOptions extends ProvisionOptions {
+  /** The simulated volume (size, changed map, change block size, faults…); host/port are chosen here. */
+  simulator: Omit<SimulatorOptions, 'host' | 'port'>;
+}
+
+export interface SimulatedVolume extends ProvisionedVolume {
+  readonly simulator: Simulator;
+  readonly target: IscsiTarget;
+  /** What a correct report-type-1 scan returns (the simulator's changed map). */
+  readonly expectedChangedExtents: BlockExtent[];
+}
+
+export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisionOptions> {
+  readonly kind = 'simulator';
+  readonly iscsiadm: Iscsiadm;
+  readonly #config: SimulatorProvisionerConfig;
+
+  constructor(config: SimulatorProvisionerConfig = {}) {
+    this.#config = config;
+    this.iscsiadm =
+      config.iscsiadm instanceof Iscsiadm ? config.iscsiadm : new Iscsiadm(config.iscsiadm);
+  }
+
+  async provision(options: SimulatorProvisionOptions): Promise<SimulatedVolume> {
+    const { signal } = options;
+    const progress = (step: string, phase: 'start' | 'done', detail?: string) =>
+      options.onProgress?.({ step, phase, ...(detail === undefined ? {} : { detail }) });
+    throwIfAborted(signal);
+    let sim: Simulator | undefined;
+    let target: IscsiTarget | undefined;
+    let nodeAttempted = false;
+    let loginAttempted = false;
+    const done = new Set<string>();
+    const release = releaseOnce(async () => {
+      const errors: unknown[] = [];
+      const step = async (name: string, applies: boolean, fn: () => Promise<void>) => {
+        if (done.has(name) || !applies) return;
+        progress(name, 'start', target?.iqn);
+        try {
+          await fn();
+          done.add(name);
+          progress(name, 'done', target?.iqn);
+        } catch (err) {
+          errors.push(err);
+        }
+      };
+      await step('logout', loginAttempted, () => this.iscsiadm.logout(target as IscsiTarget));
+      await step('node-delete', nodeAttempted, () =>
+        this.iscsiadm.deleteNode(target as IscsiTarget),
+      );
+      await step('stop-target', sim !== undefined, () => (sim as Simulator).close());
+      if (errors.length === 1) throw errors[0];
+      if (errors.length > 1)
+        throw new AggregateError(errors, 'releasing the simulated volume failed');
+    });
+    try {
+      progress('start-target', 'start');
+      sim = await startSimulator({ ...options.simulator, host: '127.0.0.1', port: 0 });
+      target = { iqn: sim.iqn, address: sim.host, port: sim.port };
+      progress('start-target', 'done', sim.portal);
+      throwIfAborted(signal);
+      progress('login', 'start', sim.iqn);
+      nodeAttempted = true;
+      await this.iscsiadm.addNode(target, options.simulator.chap);
+      throwIfAborted(signal);
+      loginAttempted = true;
+      await this.iscsiadm.login(target);
+      progress('login', 'done', sim.iqn);
+      throwIfAborted(signal);
+      progress('device', 'start', sim.iqn);
+      const c = this.#config;
+      const device = await waitForDevice(target, {
+        timeoutMs: c.deviceTimeoutMs ?? 30_000,
+        lun: sim.lun,
+        ...(c.sysfsRoot ? { sysfsRoot: c.sysfsRoot } : {}),
+        ...(c.devRoot ? { devRoot: c.devRoot } : {}),
+        ...(c.deviceIntervalMs ? { intervalMs: c.deviceIntervalMs } : {}),
+        ...(signal ? { signal } : {}),
+      });
+      progress('device', 'done', device.devicePath);
+      return {
+        simulator: sim,
+        target,
+        expectedChangedExtents: sim.changedExtents,
+        devicePath: device.devicePath,
+        ...(device.sgPath ? { sgPath: device.sgPath } : {}),
+        blockSize: device.blockSize ?? sim.blockSize,
+        description: `simulated OCI delta volume ${sim.iqn} at ${sim.portal} on ${device.devicePath}`,
+        release,
+        [Symbol.asyncDispose]: release,
+      };
+    } catch (err) {
+      const primary = signal?.aborted && !isAbortError(err) ? abortError(signal) : err;
+      try {
+        await release();
+      } catch (releaseError) {
+        throw new AggregateError(
+          [primary, releaseError],
+          `${(primary as Error)?.message}; cleanup also failed`,
+        );
+      }
+      throw primary;
+    }
+  }
+}
