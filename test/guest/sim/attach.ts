@@ -70,3 +70,17 @@ export async function attach(sim: Simulator): Promise<Attached> {
     throw error;
   }
 }
+
+/** Mapped (status 3) extents of the served map, merged: what changed. */
+export function mappedRanges(
+  extents: ReadonlyArray<{ lba: number; blocks: number; status: number }>,
+): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const e of extents) {
+    if (e.status !== 3) continue;
+    const last = out[out.length - 1];
+    if (last && last[1] === e.lba) last[1] = e.lba + e.blocks;
+    else out.push([e.lba, e.lba + e.blocks]);
+  }
+  return out;
+}

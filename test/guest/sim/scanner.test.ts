@@ -10,6 +10,7 @@ import { openDevice } from '../../../lib/index.js';
 import { blockData } from '../../../lib/sim/block-data.js';
 import { ChangedMap } from '../../../lib/sim/changed-map.js';
 import { scenario, testUnitReady } from '../support/index.js';
+import { mappedRanges } from './attach.js';
 
 const s = scenario();
 const changeBlockSize = Number(process.env.LBA_STATUS_TEST_SIM_CHANGE_BLOCK_SIZE);
@@ -18,20 +19,6 @@ const served = ChangedMap.fromByteExtents(
   JSON.parse(readFileSync(process.env.LBA_STATUS_TEST_SIM_MAP!, 'utf8')),
 ).extents();
 const dataSeed = Number(process.env.LBA_STATUS_SIM_SEED ?? 20240601); // scenarios/sim.sh's seed
-
-/** Mapped (status 3) extents of the served map, merged: what changed. */
-export function mappedRanges(
-  extents: ReadonlyArray<{ lba: number; blocks: number; status: number }>,
-): Array<[number, number]> {
-  const out: Array<[number, number]> = [];
-  for (const e of extents) {
-    if (e.status !== 3) continue;
-    const last = out[out.length - 1];
-    if (last && last[1] === e.lba) last[1] = e.lba + e.blocks;
-    else out.push([e.lba, e.lba + e.blocks]);
-  }
-  return out;
-}
 
 const expected = mappedRanges(served);
 
