@@ -42,6 +42,7 @@ export {
   type ScsiResult,
   VOLUME_LUN,
 } from './sim/device-server.js';
+export * from './sim/fake-oci/index.js';
 export {
   FAULT_KINDS,
   FAULT_TARGETS,

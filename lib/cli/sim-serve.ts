@@ -1,9 +1,12 @@
 /**
  * `lba-status sim serve`: serve a simulated OCI delta volume over iSCSI until SIGINT/SIGTERM.
  */
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { ByteExtent } from '../sim/changed-map.js';
+import { type OciSimulation, startOciSimulation } from '../sim/fake-oci/oci-simulation.js';
 import { parseFault } from '../sim/faults.js';
 import { DEFAULT_IQN, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
@@ -44,6 +47,11 @@ Options:
                              keys: count=N (next N commands), p=0.1 (probability),
                                    seed=S, ms=N (latency), on=get-lba-status|read|any
   --dump-changed FILE        write the served changed map (same format as --changed)
+  --oci-api                  also serve a fake OCI API (signed requests checked) whose two
+                             backups differ by this map; adds "oci":{endpoint, configFile,
+                             profile, instanceId, firstBackupId, secondBackupId} to the ready line
+  --oci-api-port P           its port (default: any free port)
+  --oci-dir DIR              where its OCI config file and key go (default: a new temp dir)
   --verbose                  log logins, faults and failed commands on stderr
   -h, --help                 show this help
 
@@ -124,6 +132,9 @@ async function run(args: string[], io: CliIo): Promise<number> {
         'no-unit-attention': { type: 'boolean' },
         fault: { type: 'string', multiple: true },
         'dump-changed': { type: 'string' },
+        'oci-api': { type: 'boolean' },
+        'oci-api-port': { type: 'string' },
+        'oci-dir': { type: 'string' },
         verbose: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -212,7 +223,23 @@ async function run(args: string[], io: CliIo): Promise<number> {
       if (e instanceof RangeError) throw new UsageError(e.message);
       throw err;
     }
+    let oci: OciSimulation | undefined;
     try {
+      if (values['oci-api']) {
+        if (sizeBytes % 2 ** 20 !== 0) throw new UsageError('--oci-api needs --size in whole MiB');
+        const apiPort = parseCount(values['oci-api-port'], 'oci-api-port');
+        oci = await startOciSimulation({
+          dir: values['oci-dir'] ?? (await mkdtemp(join(tmpdir(), 'lba-status-oci-'))),
+          ...(apiPort === undefined ? {} : { apiPort }),
+          sizeBytes,
+          blockSize,
+          changed,
+          dataSeed: seed,
+          targetHost: opts.host ?? '127.0.0.1',
+          faults,
+          ...(opts.log ? { log: opts.log } : {}),
+        });
+      }
       if (values['dump-changed'] !== undefined) {
         await writeFile(
           values['dump-changed'],
@@ -224,6 +251,18 @@ async function run(args: string[], io: CliIo): Promise<number> {
         `${JSON.stringify({
           iscsi: { portal: sim.portal, iqn: sim.iqn, lun: sim.lun },
           changed: sim.changedExtents.length,
+          ...(oci
+            ? {
+                oci: {
+                  endpoint: oci.info.endpoint,
+                  configFile: oci.info.configFile,
+                  profile: oci.info.profile,
+                  instanceId: oci.info.instanceId,
+                  firstBackupId: oci.info.firstBackupId,
+                  secondBackupId: oci.info.secondBackupId,
+                },
+              }
+            : {}),
         })}\n`,
       );
       await new Promise<void>((resolve) => {
@@ -231,6 +270,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
         else io.signal.addEventListener('abort', () => resolve(), { once: true });
       });
     } finally {
+      await oci?.close();
       await sim.close();
     }
     return 0;
