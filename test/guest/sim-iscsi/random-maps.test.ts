@@ -49,7 +49,7 @@ function cases(count: number): Case[] {
       blockSize,
       sizeBytes,
       changeBlockSize,
-      random: huge ? 2000 : 1 + Math.floor(next() * 400),
+      random: Math.min(huge ? 2000 : 1 + Math.floor(next() * 400), Math.floor(sizeBytes / changeBlockSize / 2)),
       seed: 1000 + i,
       windowBlocks,
       allocationLength: pick([24, 40, 8 + 16 * 7, 32768]),
