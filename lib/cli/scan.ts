@@ -134,41 +134,27 @@ interface Totals {
   extents: number;
   changedExtents: number;
   changedBlocks: number;
-  deallocatedBlocks: number;
-  reportedBlocks: number;
   commands: number;
   rtp: boolean | undefined;
   cdb: 16 | 32 | undefined;
   nextLba: number;
 }
 
-/** Writes batches as ndjson/json/text lines while counting totals. */
+/** Writes the extents of counted batches as ndjson/json/text lines. */
 async function writeExtents(
   batches: AsyncIterable<LbaStatusBatch>,
   format: string,
   changedOnly: boolean,
   io: CliIo,
-  totals: Totals,
   jsonItems: string[],
 ): Promise<void> {
   for await (const batch of batches) {
-    totals.commands++;
-    totals.rtp = (totals.rtp ?? true) && batch.rtp;
-    totals.cdb = batch.cdb;
-    totals.nextLba = batch.nextLba;
     let chunk = '';
     for (let i = 0; i < batch.count; i++) {
       const lba = batch.lba[i]!;
       const blocks = batch.blocks[i]!;
       const status = batch.status[i]!;
-      const changed = isChangedStatus(status);
-      totals.extents++;
-      totals.reportedBlocks += blocks;
-      if (changed) {
-        totals.changedExtents++;
-        totals.changedBlocks += blocks;
-      } else if (status === 1) totals.deallocatedBlocks += blocks;
-      if (changedOnly && !changed) continue;
+      if (changedOnly && !isChangedStatus(status)) continue;
       const additional = batch.additional[i]!;
       if (format === 'text') {
         chunk += `${String(lba).padStart(14)}  ${String(blocks).padStart(10)}  ${statusName(status).padEnd(15)}${additional ? `  additional=${additional}` : ''}\n`;
@@ -256,8 +242,6 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
       extents: 0,
       changedExtents: 0,
       changedBlocks: 0,
-      deallocatedBlocks: 0,
-      reportedBlocks: 0,
       commands: 0,
       rtp: undefined,
       cdb: undefined,
@@ -271,6 +255,7 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
         );
       }
       const counted = countBatches(scanBatches(device, options), totals);
+      let aligned = 0;
       for await (const extent of coalesceChanged(
         counted,
         blockSize,
@@ -278,14 +263,15 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
         capacity,
       )) {
         writeAligned(extent, format, io, jsonItems);
+        aligned++;
       }
+      totals.changedExtents = aligned; // what was printed: aligned, merged extents
     } else {
       await writeExtents(
-        scanBatches(device, options),
+        countBatches(scanBatches(device, options), totals),
         format,
         values['changed-only'] === true,
         io,
-        totals,
         jsonItems,
       );
     }
@@ -325,6 +311,7 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   }
 }
 
+/** Passes batches through while adding them to the totals. */
 async function* countBatches(
   batches: AsyncIterable<LbaStatusBatch>,
   totals: Totals,
@@ -334,11 +321,11 @@ async function* countBatches(
     totals.rtp = (totals.rtp ?? true) && batch.rtp;
     totals.cdb = batch.cdb;
     totals.nextLba = batch.nextLba;
+    totals.extents += batch.count;
     for (let i = 0; i < batch.count; i++) {
-      totals.extents++;
-      if (isChangedStatus(batch.status[i]!)) {
-        totals.changedBlocks += batch.blocks[i]!;
-      }
+      if (!isChangedStatus(batch.status[i]!)) continue;
+      totals.changedExtents++;
+      totals.changedBlocks += batch.blocks[i]!;
     }
     yield batch;
   }

@@ -158,3 +158,18 @@ describe('lba-status info', () => {
     });
   });
 });
+
+describe('lba-status scan summary', () => {
+  it('counts the aligned extents it printed with --change-block-size', async () => {
+    const { stdout } = await run([
+      'scan',
+      nodePath,
+      '--changed-only',
+      '--change-block-size',
+      '64K',
+      '--format',
+      'text',
+    ]);
+    expect(stdout).toMatch(/^1 changed extent\(s\), 8\.0 KiB of 512 MiB changed/m);
+  });
+});

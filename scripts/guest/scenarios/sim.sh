@@ -18,6 +18,15 @@ scenario_up() {
     *-4k) _bs=4096 _cbs=65536 _size=1G ;;
     *) _bs=512 _cbs=4096 _size=256M ;;
   esac
+  # The demo (scripts/demo.mjs) chooses its own volume: LBA_STATUS_SIM_SIZE, _CHANGE_BLOCK_SIZE
+  # and _CHANGED (a --changed JSON file) override the scenario's random map.
+  _size=${LBA_STATUS_SIM_SIZE:-$_size}
+  _cbs=${LBA_STATUS_SIM_CHANGE_BLOCK_SIZE:-$_cbs}
+  if [ -n "${LBA_STATUS_SIM_CHANGED:-}" ]; then
+    _map="--changed $LBA_STATUS_SIM_CHANGED"
+  else
+    _map="--random-changes 300 --max-extent 8"
+  fi
   # A self-contained ESM bundle of `sim serve` (the guest has no TypeScript loader).
   cat >"$_out/sim-main.ts" <<EOT
 import { simServeCommand } from '$_root/lib/cli/sim-serve.ts';
@@ -36,7 +45,7 @@ EOT
   # (vm.max_map_count), and the vitest worker needs its share.
   UV_THREADPOOL_SIZE=1 setsid node --v8-pool-size=0 --max-semi-space-size=1 --max-old-space-size=96 \
     "$_out/sim-serve.mjs" --size $_size --block-size $_bs --change-block-size $_cbs \
-    --random-changes 300 --seed "${LBA_STATUS_SIM_SEED:-20240601}" --max-extent 8 \
+    $_map --seed "${LBA_STATUS_SIM_SEED:-20240601}" \
     --port $SIM_PORT --iqn $SIM_IQN --dump-changed "$SIM_MAP" --verbose \
     >"$_out/sim.ready" 2>"$_out/sim.log" &
   SIM_PID=$!
