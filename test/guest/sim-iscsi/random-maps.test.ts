@@ -44,12 +44,20 @@ function cases(count: number): Case[] {
     const maxWindow = 2 ** 30 / blockSize;
     // Windows: 1 GiB (condition 3 at the end), a fraction of the volume (condition 2), or small;
     // allocation lengths: large, or a few descriptors (condition 1).
-    const windowBlocks = huge ? maxWindow : Math.min(maxWindow, pick([maxWindow, Math.ceil(blocks / 7), 1 + Math.floor(next() * 5000)]));
+    const windowBlocks = huge
+      ? maxWindow
+      : Math.min(
+          maxWindow,
+          pick([maxWindow, Math.ceil(blocks / 7), 1 + Math.floor(next() * 5000)]),
+        );
     out.push({
       blockSize,
       sizeBytes,
       changeBlockSize,
-      random: Math.min(huge ? 2000 : 1 + Math.floor(next() * 400), Math.floor(sizeBytes / changeBlockSize / 2)),
+      random: Math.min(
+        huge ? 2000 : 1 + Math.floor(next() * 400),
+        Math.floor(sizeBytes / changeBlockSize / 2),
+      ),
       seed: 1000 + i,
       windowBlocks,
       allocationLength: pick([24, 40, 8 + 16 * 7, 32768]),
@@ -69,7 +77,11 @@ async function scanChanged(sg: string, options: object) {
     form = b.cdb;
     for (let i = 0; i < b.count; i++) ranges.push([b.lba[i]!, b.blocks[i]!, b.status[i]!]);
   }
-  return { changed: mappedRanges(ranges.map(([lba, blocks, status]) => ({ lba, blocks, status }))), conditions, form };
+  return {
+    changed: mappedRanges(ranges.map(([lba, blocks, status]) => ({ lba, blocks, status }))),
+    conditions,
+    form,
+  };
 }
 
 describe('scan of 100+ random simulated delta volumes through the kernel initiator', () => {
@@ -87,9 +99,15 @@ describe('scan of 100+ random simulated delta volumes through the kernel initiat
       const lun = await attach(sim);
       try {
         const { windowBlocks, allocationLength, concurrency } = c;
-        const { changed, conditions, form } = await scanChanged(lun.sg, { windowBlocks, allocationLength, concurrency });
+        const { changed, conditions, form } = await scanChanged(lun.sg, {
+          windowBlocks,
+          allocationLength,
+          concurrency,
+        });
         expect(form, `map ${index}`).toBe(32);
-        expect(changed, `map ${index}: ${JSON.stringify(c)}`).toEqual(mappedRanges(sim.changedExtents));
+        expect(changed, `map ${index}: ${JSON.stringify(c)}`).toEqual(
+          mappedRanges(sim.changedExtents),
+        );
         for (const condition of conditions) seen.add(condition);
       } finally {
         await lun.detach();
@@ -100,13 +118,27 @@ describe('scan of 100+ random simulated delta volumes through the kernel initiat
 });
 
 describe('faults through the kernel: retried and exact, or a typed error', () => {
-  const base = { sizeBytes: 512 * 2 ** 20, blockSize: 512 as const, changeBlockSize: 4096, changed: { random: 200, seed: 9 } };
+  const base = {
+    sizeBytes: 512 * 2 ** 20,
+    blockSize: 512 as const,
+    changeBlockSize: 4096,
+    changed: { random: 200, seed: 9 },
+  };
   const options = { windowBlocks: 2 ** 18, allocationLength: 8 + 16 * 20 };
 
-  const transient: FaultSpec['kind'][] = ['busy', 'unit-attention', 'not-ready', 'task-set-full', 'latency'];
+  const transient: FaultSpec['kind'][] = [
+    'busy',
+    'unit-attention',
+    'not-ready',
+    'task-set-full',
+    'latency',
+  ];
   for (const kind of transient) {
     it(`${kind}: the scan is retried and exact`, async () => {
-      await using sim = await startSimulator({ ...base, iqn: `iqn.2024-01.lba-status:fault-${kind}` });
+      await using sim = await startSimulator({
+        ...base,
+        iqn: `iqn.2024-01.lba-status:fault-${kind}`,
+      });
       const lun = await attach(sim);
       try {
         sim.faults.add({ kind, count: 3, ms: 50 });
@@ -120,7 +152,10 @@ describe('faults through the kernel: retried and exact, or a typed error', () =>
 
   for (const kind of ['gls-bad-length', 'gls-overlap'] as const) {
     it(`${kind}: MalformedReplyError, never a shorter result`, async () => {
-      await using sim = await startSimulator({ ...base, iqn: `iqn.2024-01.lba-status:fault-${kind}` });
+      await using sim = await startSimulator({
+        ...base,
+        iqn: `iqn.2024-01.lba-status:fault-${kind}`,
+      });
       const lun = await attach(sim);
       try {
         sim.faults.add({ kind, count: 1 });
@@ -131,14 +166,20 @@ describe('faults through the kernel: retried and exact, or a typed error', () =>
     });
   }
 
-  it('drop-connection: the kernel recovers the session and the scan is exact, or it fails typed', { timeout: 180_000 }, async () => {
+  it('drop-connection: the kernel recovers the session and the scan is exact, or it fails typed', {
+    timeout: 180_000,
+  }, async () => {
     await using sim = await startSimulator({ ...base, iqn: 'iqn.2024-01.lba-status:fault-drop' });
     const lun = await attach(sim);
     try {
       sim.faults.add({ kind: 'drop-connection', count: 1 });
-      const outcome = await scanChanged(lun.sg, { ...options, timeoutMs: 60_000 }).catch((e: unknown) => e);
+      const outcome = await scanChanged(lun.sg, { ...options, timeoutMs: 60_000 }).catch(
+        (e: unknown) => e,
+      );
       if (outcome instanceof Error) {
-        expect([TransportError, ScsiError].some((type) => outcome instanceof type) || 'errno' in outcome).toBe(true);
+        expect(
+          [TransportError, ScsiError].some((type) => outcome instanceof type) || 'errno' in outcome,
+        ).toBe(true);
       } else {
         expect((outcome as { changed: unknown }).changed).toEqual(mappedRanges(sim.changedExtents));
       }
