@@ -14,7 +14,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const format = process.argv.includes('--format') ? process.argv[process.argv.indexOf('--format') + 1] : 'text';
+const format = process.argv.includes('--format')
+  ? process.argv[process.argv.indexOf('--format') + 1]
+  : 'text';
 const out = join(root, '.guest-out', 'demo');
 mkdirSync(out, { recursive: true });
 
@@ -61,5 +63,8 @@ const result = spawnSync('sh', [join(root, 'scripts/guest/uml-run.sh'), out, gue
     LBA_STATUS_SIM_CHANGED: changedFile,
   },
 });
-if (result.status !== 0) console.error(`demo: the guest exited with status ${result.status} (see scripts/guest/README.md)`);
+if (result.status !== 0)
+  console.error(
+    `demo: the guest exited with status ${result.status} (see scripts/guest/README.md)`,
+  );
 process.exit(result.status ?? 1);

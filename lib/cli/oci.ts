@@ -93,6 +93,9 @@ Options:
   --change-block-size N   delta granularity in bytes: 4096 (default) … 1M
 ${COMMON_OPTIONS}
   --timeout-ms N          deadline for each lifecycle wait (default 1200000)
+  --export DIR            also export the changed data before cleanup: DIR/manifest.json (with
+                          both backup OCIDs and a SHA-256 per chunk), delta.img, delta.rbd-diff
+                          (see 'lba-status export --help')
   --format F              ndjson (default when piped) | json | text (default on a terminal)
   --no-progress           no step lines on stderr
   -h, --help              this help
@@ -183,15 +186,49 @@ function progressWriter(io: CliIo, enabled: boolean) {
   };
 }
 
+/** Exports the changed data of a provisioned volume into `dir` (manifest + data files). */
+export type DeltaExporter = (
+  volume: ProvisionedVolume,
+  dir: string,
+  options: {
+    changeBlockSize: number;
+    firstBackupId: string;
+    secondBackupId: string;
+    signal: AbortSignal;
+  },
+) => Promise<{ extents: number; changedBytes: number; complete: boolean }>;
+
+const defaultExporter: DeltaExporter = async (volume, dir, options) => {
+  const lib = await import('../index.js');
+  const device = await lib.openDevice(volume.sgPath ?? volume.devicePath, { queueDepth: 4 });
+  try {
+    const manifest = await lib.exportChanged(device, dir, {
+      changeBlockSize: options.changeBlockSize,
+      source: { firstBackupId: options.firstBackupId, secondBackupId: options.secondBackupId },
+      signal: options.signal,
+    });
+    return {
+      extents: manifest.extents.length,
+      changedBytes: manifest.changedBytes,
+      complete: manifest.complete,
+    };
+  } finally {
+    await device.close();
+  }
+};
+
 export interface OciCommandDeps {
   /** Provisioner settings merged under the command-line options (tests: fake iscsiadm, sysfs). */
   config?: Partial<OciDeltaProvisionerConfig>;
   /** Scanner; default: the package's GET LBA STATUS scanner. */
   scan?: DeltaScanner;
+  /** Exporter for --export; default: the package's exportChanged. */
+  exportData?: DeltaExporter;
 }
 
 export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
   const scan = deps.scan ?? defaultScanner;
+  const exportData = deps.exportData ?? defaultExporter;
   const run = async (args: string[], io: CliIo): Promise<number> => {
     const { values, positionals } = parseArgs({
       args,
@@ -202,6 +239,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
         'second-backup': { type: 'string' },
         'change-block-size': { type: 'string' },
         'timeout-ms': { type: 'string' },
+        export: { type: 'string' },
         'no-progress': { type: 'boolean' },
       },
     });
@@ -270,6 +308,20 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
             phase: 'done',
             detail: `${changedExtents} changed extent(s)`,
           });
+          if (values.export) {
+            onProgress({ step: 'export', phase: 'start', detail: values.export });
+            const exported = await exportData(volume, values.export, {
+              changeBlockSize: v.changeBlockSize,
+              firstBackupId: first,
+              secondBackupId: second,
+              signal,
+            });
+            onProgress({
+              step: 'export',
+              phase: 'done',
+              detail: `${exported.extents} chunk(s), ${formatBytes(exported.changedBytes)}`,
+            });
+          }
           return {
             volumeId: v.volumeId,
             kind: v.kind,
