@@ -1,0 +1,35 @@
+# Run inside the UML guest by scripts/bench/run.mjs (via scripts/guest/uml-run.sh, cwd = the
+# checkout): prepares one benchmark scenario and runs guest-bench.mjs with CONFIG.
+#   sh scripts/bench/guest-run.sh tgt|sim CONFIG.json
+# tgt: the guest harness's tgt-iscsi scenario (tgtd + kernel initiator on 127.0.0.1), with the
+#      sparse LUN size from LBA_STATUS_TGT_SIZE (run.mjs: 64G); guest-bench writes the extents.
+# sim: iscsid only, as scripts/guest/scenarios/sim.sh sets it up; guest-bench starts the
+#      simulator in its own process and logs the kernel initiator in to it.
+scenario=$1
+cfg=$2
+case $scenario in
+tgt)
+  . scripts/guest/scenarios/tgt-iscsi.sh
+  scenario_up || exit 126
+  ;;
+sim)
+  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
+  printf '%s\n' 'node.startup = manual' 'node.session.timeo.replacement_timeout = 20' \
+    >/etc/iscsi/iscsid.conf
+  echo "InitiatorName=iqn.2024-01.dev.lba-status:bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
+    >/etc/iscsi/initiatorname.iscsi
+  # its own session: iscsid's SIGTERM handler signals its whole process group
+  setsid iscsid -f >"${GUEST_OUT:-/tmp}/iscsid.log" 2>&1 &
+  ISCSID_PID=$!
+  sleep 0.3
+  scenario_down() { kill "$ISCSID_PID" 2>/dev/null && wait "$ISCSID_PID" 2>/dev/null; return 0; }
+  ;;
+*)
+  echo "guest-run.sh: unknown scenario $scenario" >&2
+  exit 2
+  ;;
+esac
+node scripts/bench/guest-bench.mjs "$cfg"
+rc=$?
+scenario_down
+exit $rc
