@@ -10,8 +10,8 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type * as OciCore from 'oci-core';
-import { abortError, isAbortError, throwIfAborted } from '../provision/errors.js';
-import { releaseOnce } from '../provision/release.js';
+import { throwIfAborted } from '../provision/errors.js';
+import { releaseAndRethrow, releaseOnce } from '../provision/release.js';
 import type {
   ProvisionedVolume,
   ProvisionOptions,
@@ -624,16 +624,7 @@ export class OciDeltaVolumeProvisioner
         [Symbol.asyncDispose]: release,
       };
     } catch (err) {
-      const primary = signal?.aborted && !isAbortError(err) ? abortError(signal) : err;
-      try {
-        await release();
-      } catch (releaseError) {
-        throw new AggregateError(
-          [primary, releaseError],
-          `${(primary as Error)?.message ?? primary}; cleanup also failed: ${(releaseError as Error)?.message}`,
-        );
-      }
-      throw primary;
+      return releaseAndRethrow(err, release, signal);
     }
   }
 

@@ -1,3 +1,5 @@
+import { abortError, isAbortError } from './errors.js';
+
 /**
  * Idempotent release: concurrent calls share one run; after success every call resolves at once;
  * after a failure the next call runs again (the function skips the steps it already finished).
@@ -18,4 +20,25 @@ export function releaseOnce(run: () => Promise<void>): () => Promise<void> {
     })();
     return inFlight;
   };
+}
+
+/**
+ * Undoes a half-made provision after `error`: runs `release`, then rethrows the error that
+ * matters (the abort when the signal fired), joined with the cleanup failure if there is one.
+ */
+export async function releaseAndRethrow(
+  error: unknown,
+  release: () => Promise<void>,
+  signal?: AbortSignal,
+): Promise<never> {
+  const primary = signal?.aborted && !isAbortError(error) ? abortError(signal) : error;
+  try {
+    await release();
+  } catch (releaseError) {
+    throw new AggregateError(
+      [primary, releaseError],
+      `${(primary as Error)?.message ?? primary}; cleanup also failed: ${(releaseError as Error)?.message}`,
+    );
+  }
+  throw primary;
 }

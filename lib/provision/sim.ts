@@ -8,8 +8,8 @@ import { Iscsiadm, type IscsiadmOptions, type IscsiTarget } from '../oci/iscsiad
 import { waitForDevice } from '../oci/sysfs.js';
 import type { BlockExtent } from '../sim/changed-map.js';
 import { type Simulator, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
-import { abortError, isAbortError, throwIfAborted } from './errors.js';
-import { releaseOnce } from './release.js';
+import { throwIfAborted } from './errors.js';
+import { releaseAndRethrow, releaseOnce } from './release.js';
 import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
 
 export interface SimulatorProvisionerConfig {
@@ -113,16 +113,7 @@ export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisio
         [Symbol.asyncDispose]: release,
       };
     } catch (err) {
-      const primary = signal?.aborted && !isAbortError(err) ? abortError(signal) : err;
-      try {
-        await release();
-      } catch (releaseError) {
-        throw new AggregateError(
-          [primary, releaseError],
-          `${(primary as Error)?.message}; cleanup also failed`,
-        );
-      }
-      throw primary;
+      return releaseAndRethrow(err, release, signal);
     }
   }
 }

@@ -11,12 +11,17 @@
  * - 'tgt': (16) only, every run to the end of the LUN, PARAMETER DATA LENGTH counts all of them,
  *   cut to the allocation length; (32) → 20h/00h.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import {
   getBinding,
   type NativeBinding,
   type NativeCommandQueue,
   type RawSgResult,
+  setBindingForTesting,
 } from '../../lib/binding.js';
+import { type OpenOptions, openDevice, type ScsiDevice } from '../../lib/device/device.js';
 
 /** A run of LBAs with one provisioning state; 'uninitialised' runs are not reported under type 1. */
 export interface ModelRun {
@@ -351,4 +356,31 @@ export function createFakeBinding(device: FakeDevice): NativeBinding {
       };
     },
   };
+}
+
+let nodePath: string | undefined;
+
+/** A regular file that openDevice can open read-write; the fake binding answers its SG_IO. */
+export function fakeNodePath(): string {
+  if (!nodePath) {
+    nodePath = join(mkdtempSync(join(tmpdir(), 'lba-status-fake-')), 'fake-node');
+    writeFileSync(nodePath, '');
+  }
+  return nodePath as string;
+}
+
+/** Installs a fake binding serving `model` (restore with setBindingForTesting(undefined)). */
+export function useFakeDevice(model: ModelVolume): FakeDevice {
+  const fake = new FakeDevice(model);
+  setBindingForTesting(createFakeBinding(fake));
+  return fake;
+}
+
+/** Installs a fake binding serving `model` and opens the fake node through it. */
+export async function openFake(
+  model: ModelVolume,
+  options: OpenOptions = {},
+): Promise<{ fake: FakeDevice; device: ScsiDevice }> {
+  const fake = useFakeDevice(model);
+  return { fake, device: await openDevice(fakeNodePath(), options) };
 }

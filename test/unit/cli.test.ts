@@ -5,13 +5,9 @@ import { PassThrough } from 'node:stream';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { setBindingForTesting } from '../../lib/binding.js';
 import { main } from '../../lib/cli/main.js';
-import { createFakeBinding, FakeDevice, type ModelVolume } from '../support/fake-binding.js';
+import { fakeNodePath, type ModelVolume, useFakeDevice } from '../support/fake-binding.js';
 
-let nodePath: string;
-beforeAll(() => {
-  nodePath = join(mkdtempSync(join(tmpdir(), 'lba-status-cli-')), 'fake-node');
-  writeFileSync(nodePath, '');
-});
+const nodePath = fakeNodePath();
 afterEach(() => setBindingForTesting(undefined));
 
 const ociExample: ModelVolume = {
@@ -27,8 +23,7 @@ const ociExample: ModelVolume = {
 };
 
 async function run(argv: string[], model: ModelVolume = ociExample) {
-  const fake = new FakeDevice(model);
-  setBindingForTesting(createFakeBinding(fake));
+  const fake = useFakeDevice(model);
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   const out: Buffer[] = [];

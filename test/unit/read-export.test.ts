@@ -15,20 +15,9 @@ import {
   verifyDevice,
   verifyExport,
 } from '../../lib/index.js';
-import {
-  createFakeBinding,
-  FakeDevice,
-  type ModelVolume,
-  modelData,
-} from '../support/fake-binding.js';
+import { type ModelVolume, modelData, openFake } from '../support/fake-binding.js';
 
-let dir: string;
-let nodePath: string;
-beforeAll(() => {
-  dir = mkdtempSync(join(tmpdir(), 'lba-status-read-'));
-  nodePath = join(dir, 'fake-node');
-  writeFileSync(nodePath, '');
-});
+const dir = mkdtempSync(join(tmpdir(), 'lba-status-read-'));
 afterEach(() => setBindingForTesting(undefined));
 
 const model: ModelVolume = {
@@ -43,11 +32,7 @@ const model: ModelVolume = {
   ],
 };
 
-async function open(volume = model) {
-  const fake = new FakeDevice(volume);
-  setBindingForTesting(createFakeBinding(fake));
-  return { fake, device: await openDevice(nodePath) };
-}
+const open = (volume = model) => openFake(volume);
 
 /** The second image: the whole model volume. */
 function expectedImage(volume = model): Buffer {

@@ -14,17 +14,14 @@ import {
 import {
   createFakeBinding,
   FakeDevice,
+  fakeNodePath,
   type ModelRun,
   type ModelVolume,
   modelChanged,
+  openFake,
 } from '../support/fake-binding.js';
 
-// openDevice needs a node it can open read-write; the fake binding answers the SG_IO.
-let nodePath: string;
-beforeAll(() => {
-  nodePath = join(mkdtempSync(join(tmpdir(), 'lba-status-')), 'fake-node');
-  writeFileSync(nodePath, '');
-});
+const nodePath = fakeNodePath();
 
 afterEach(() => setBindingForTesting(undefined));
 
@@ -43,12 +40,7 @@ function volume(overrides: Partial<ModelVolume> = {}): ModelVolume {
   };
 }
 
-async function open(model: ModelVolume, options = {}) {
-  const fake = new FakeDevice(model);
-  setBindingForTesting(createFakeBinding(fake));
-  const device = await openDevice(nodePath, options);
-  return { fake, device };
-}
+const open = openFake;
 
 async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
