@@ -4,6 +4,7 @@
 # random changed map, logs the kernel initiator in over 127.0.0.1 the way OCI documents it
 # (iscsiadm -m node -o new, then --login) and exports LUN 1's nodes and the served map.
 # Defines scenario_up and scenario_down.
+. scripts/guest/scenarios/iscsi-lun.sh
 
 SIM_IQN=iqn.2024-01.dev.lba-status:sim
 SIM_PORT=3260
@@ -66,7 +67,7 @@ EOT
   sleep 0.3
   iscsiadm -m node -o new -T $SIM_IQN -p $SIM_PORTAL >/dev/null &&
     iscsiadm -m node -T $SIM_IQN -p $SIM_PORTAL --login || { _sim_log "iSCSI login failed"; return 1; }
-  sim_find_lun || return 1
+  iscsi_find_lun $SIM_IQN || { _sim_log "LUN 1 did not appear after login"; return 1; }
   export LBA_STATUS_TEST_TARGET=sim
   export LBA_STATUS_TEST_ISCSI_TARGET=$SIM_IQN
   export LBA_STATUS_TEST_ISCSI_PORTAL=$SIM_PORTAL
@@ -75,28 +76,6 @@ EOT
   export LBA_STATUS_TEST_SIM_CHANGE_BLOCK_SIZE=$_cbs
   echo "scenario ${LBA_STATUS_TEST_SCENARIO:-sim}: sg=$LBA_STATUS_TEST_SG block=$LBA_STATUS_TEST_BLOCK" \
     "blockSize=$LBA_STATUS_TEST_BLOCK_SIZE capacity=$LBA_STATUS_TEST_CAPACITY_BLOCKS $(cat "$_out/sim.ready")"
-}
-
-# Finds LUN 1 of the simulator's session through sysfs (no udev) and exports its nodes.
-sim_find_lun() {
-  _sg= _blk= _i=0
-  while [ $_i -lt 100 ]; do
-    for _s in /sys/class/iscsi_session/session*; do
-      [ "$(cat "$_s/targetname" 2>/dev/null)" = $SIM_IQN ] || continue
-      for _l in "$_s"/device/target*/*:1; do
-        [ "$(cat "$_l/type" 2>/dev/null)" = 0 ] || continue
-        _sg=$(ls "$_l/scsi_generic" 2>/dev/null | head -n 1)
-        _blk=$(ls "$_l/block" 2>/dev/null | head -n 1)
-      done
-    done
-    [ -n "$_sg" ] && [ -n "$_blk" ] && [ -c "/dev/$_sg" ] && [ -b "/dev/$_blk" ] && break
-    _sg= _blk=; _i=$((_i + 1)); sleep 0.1
-  done
-  [ -n "$_sg" ] || { _sim_log "LUN 1 did not appear after login"; return 1; }
-  export LBA_STATUS_TEST_SG="/dev/$_sg"
-  export LBA_STATUS_TEST_BLOCK="/dev/$_blk"
-  export LBA_STATUS_TEST_BLOCK_SIZE="$(cat "/sys/block/$_blk/queue/logical_block_size")"
-  export LBA_STATUS_TEST_CAPACITY_BLOCKS=$(($(cat "/sys/block/$_blk/size") * 512 / LBA_STATUS_TEST_BLOCK_SIZE))
 }
 
 scenario_down() {

@@ -3,6 +3,7 @@
 # by a sparse file on tmpfs (tgt answers GET LBA STATUS with SEEK_DATA/SEEK_HOLE, which hostfs
 # lacks), starts iscsid, logs the kernel initiator in over 127.0.0.1 and exports the LUN's nodes.
 # Defines scenario_up and scenario_down.
+. scripts/guest/scenarios/iscsi-lun.sh
 
 TGT_IQN=iqn.2024-01.dev.lba-status:test-lun
 TGT_PORTAL=127.0.0.1:3260
@@ -42,26 +43,8 @@ scenario_up() {
   iscsiadm -m node -o new -T $TGT_IQN -p $TGT_PORTAL >/dev/null &&
     iscsiadm -m node -T $TGT_IQN -p $TGT_PORTAL --login || { _tgt_log "iSCSI login failed"; return 1; }
 
-  # LUN 1's nodes, through sysfs (no udev, so no /dev/disk/by-path). LUN 0 is tgt's controller.
-  _sg= _blk= _i=0
-  while [ $_i -lt 100 ]; do
-    for _s in /sys/class/iscsi_session/session*; do
-      [ "$(cat "$_s/targetname" 2>/dev/null)" = $TGT_IQN ] || continue
-      for _l in "$_s"/device/target*/*:1; do
-        [ "$(cat "$_l/type" 2>/dev/null)" = 0 ] || continue
-        _sg=$(ls "$_l/scsi_generic" 2>/dev/null | head -n 1)
-        _blk=$(ls "$_l/block" 2>/dev/null | head -n 1)
-      done
-    done
-    [ -n "$_sg" ] && [ -n "$_blk" ] && [ -c "/dev/$_sg" ] && [ -b "/dev/$_blk" ] && break
-    _sg= _blk=; _i=$((_i + 1)); sleep 0.1
-  done
-  [ -n "$_sg" ] || { _tgt_log "LUN 1 did not appear after login"; return 1; }
+  iscsi_find_lun $TGT_IQN || { _tgt_log "LUN 1 did not appear after login"; return 1; }
   export LBA_STATUS_TEST_TARGET=tgt
-  export LBA_STATUS_TEST_SG="/dev/$_sg"
-  export LBA_STATUS_TEST_BLOCK="/dev/$_blk"
-  export LBA_STATUS_TEST_BLOCK_SIZE="$(cat "/sys/block/$_blk/queue/logical_block_size")"
-  export LBA_STATUS_TEST_CAPACITY_BLOCKS=$(($(cat "/sys/block/$_blk/size") * 512 / LBA_STATUS_TEST_BLOCK_SIZE))
   export LBA_STATUS_TEST_BACKING=$TGT_DIR/lun1.img
   export LBA_STATUS_TEST_TGT_TID=1
   export LBA_STATUS_TEST_ISCSI_TARGET=$TGT_IQN
