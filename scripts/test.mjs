@@ -15,7 +15,13 @@ const guestOut = process.env.LBA_STATUS_GUEST_OUT ?? join(root, '.guest-out');
 
 const host = spawnSync(
   process.execPath,
-  [join(root, 'node_modules/vitest/vitest.mjs'), 'run', '--reporter=default', '--reporter=json', `--outputFile=${hostReport}`],
+  [
+    join(root, 'node_modules/vitest/vitest.mjs'),
+    'run',
+    '--reporter=default',
+    '--reporter=json',
+    `--outputFile=${hostReport}`,
+  ],
   { cwd: root, stdio: 'inherit' },
 );
 let hostCounts = { passed: 0, failed: 0, skipped: 0 };
@@ -47,6 +53,8 @@ const passed = hostCounts.passed + guestCounts.passed;
 const failed = hostCounts.failed + guestCounts.failed;
 const skipped = hostCounts.skipped + guestCounts.skipped;
 const ok = host.status === 0 && guest.status === 0 && failed === 0;
-console.log(`\ntests: host ${hostCounts.passed} passed, ${hostCounts.failed} failed; real-kernel guests ${guestCounts.passed} passed, ${guestCounts.failed} failed`);
+console.log(
+  `\ntests: host ${hostCounts.passed} passed, ${hostCounts.failed} failed; real-kernel guests ${guestCounts.passed} passed, ${guestCounts.failed} failed`,
+);
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
 process.exit(ok ? 0 : 1);

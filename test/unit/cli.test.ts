@@ -1,8 +1,5 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { setBindingForTesting } from '../../lib/binding.js';
 import { main } from '../../lib/cli/main.js';
 import { fakeNodePath, type ModelVolume, useFakeDevice } from '../support/fake-binding.js';

@@ -19,7 +19,7 @@ import {
 } from '../../../lib/sim/fake-oci/oci-simulation.js';
 import { scenario } from '../support/index.js';
 
-const s = scenario();
+scenario(); // fails fast outside a guest scenario
 const root = fileURLToPath(new URL('../../..', import.meta.url)).replace(/\/$/, '');
 const out = process.env.GUEST_OUT ?? mkdtempSync(join(tmpdir(), 'oci-e2e-'));
 const CBS = 65536;
