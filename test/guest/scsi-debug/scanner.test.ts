@@ -1,7 +1,8 @@
 // The scanner on a real kernel: scsi_debug (GET LBA STATUS(16) only, one descriptor per reply),
 // through the sg node and the block node, checked against the written pattern and sg3_utils.
 import { execFile } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,6 +37,15 @@ describe(`scanner on scsi_debug (${s.name}, ${s.blockSize}-byte blocks)`, () => 
       lbpme: true,
     });
     expect(info.provisioning?.lbpu).toBe(true);
+  });
+
+  it('follows symlinks such as /dev/oracleoci/oraclevdb to the disk and its sg node', async () => {
+    const link = join(mkdtempSync(join(tmpdir(), 'oracleoci-')), 'oraclevdb');
+    symlinkSync(s.block, link);
+    await using device = await openDevice(link);
+    expect(device.requestedPath).toBe(link);
+    expect(device.path).toBe(s.sg);
+    expect(device.blockPath).toBe(s.block);
   });
 
   it('auto falls back from 32 to 16 and reports exactly the written pattern (sg node)', async () => {
