@@ -14,7 +14,16 @@
 // Each child runs under `flock $LBA_STATUS_BENCH_LOCK` (default /tmp/guest.lock; empty = none)
 // so benchmarks and guests on a shared machine do not disturb each other.
 import { execFileSync, spawn } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, release, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,7 +55,11 @@ const log = (m) => console.error(`[bench ${((Date.now() - started) / 1000).toFix
 function child(cmd, argv, { env = {}, prefix = '' } = {}) {
   const [c, a] = lock && haveFlock ? ['flock', [lock, cmd, ...argv]] : [cmd, argv];
   return new Promise((resolvePromise, reject) => {
-    const p = spawn(c, a, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(c, a, {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     p.stdout.on('data', (d) => {
       out += d;
@@ -56,7 +69,9 @@ function child(cmd, argv, { env = {}, prefix = '' } = {}) {
     });
     p.on('error', reject);
     p.on('close', (code) =>
-      code === 0 ? resolvePromise(out) : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}\n${out.slice(-4000)}`)),
+      code === 0
+        ? resolvePromise(out)
+        : reject(new Error(`${cmd} ${argv.join(' ')} exited ${code}\n${out.slice(-4000)}`)),
     );
   });
 }
@@ -72,27 +87,51 @@ symlinkSync(join(root, 'node_modules'), join(pkg, 'node_modules'));
 const addon = join(pkg, 'lba_status.node');
 copyFileSync(join(root, 'build/Release/lba_status.node'), addon);
 const baseline = join(work, 'sgio-baseline');
-execFileSync(process.env.CC ?? 'cc', ['-O2', '-Wall', '-o', baseline, join(root, 'scripts/bench/sgio-baseline.c')], {
-  stdio: 'inherit',
-});
+execFileSync(
+  process.env.CC ?? 'cc',
+  ['-O2', '-Wall', '-o', baseline, join(root, 'scripts/bench/sgio-baseline.c')],
+  {
+    stdio: 'inherit',
+  },
+);
 const childEnv = { LBA_STATUS_NATIVE_PATH: addon };
 log(`work directory ${work}${quick ? ' (quick)' : ''}`);
 
 const sizes = quick
-  ? { reps: 3, eventLoopSeconds: 3, tgt: { scanExtents: 2000, readExtents: 8 }, sim: { sizeGiB: 64, extents: 2000, latencyWindows: 32 }, parseSeconds: 0.3, memoryExtents: 1_000_000 }
-  : { reps: 7, eventLoopSeconds: 10, tgt: { scanExtents: 5000, readExtents: 32 }, sim: { sizeGiB: 256, extents: 5000, latencyWindows: 128 }, parseSeconds: 1, memoryExtents: 1_000_000 };
+  ? {
+      reps: 3,
+      eventLoopSeconds: 3,
+      tgt: { scanExtents: 2000, readExtents: 8 },
+      sim: { sizeGiB: 64, extents: 2000, latencyWindows: 32 },
+      parseSeconds: 0.3,
+      memoryExtents: 1_000_000,
+    }
+  : {
+      reps: 7,
+      eventLoopSeconds: 10,
+      tgt: { scanExtents: 5000, readExtents: 32 },
+      sim: { sizeGiB: 256, extents: 5000, latencyWindows: 128 },
+      parseSeconds: 1,
+      memoryExtents: 1_000_000,
+    };
 
 // ---------------------------------------------------------------------------------------------
 // 2. host figures: parsing, memory
 
 const hostBench = join(root, 'scripts/bench/host-bench.mjs');
 log('figure 4: parsing');
-const parse = JSON.parse(await child('node', [hostBench, 'parse', String(sizes.parseSeconds), String(sizes.reps)], { env: childEnv }));
+const parse = JSON.parse(
+  await child('node', [hostBench, 'parse', String(sizes.parseSeconds), String(sizes.reps)], {
+    env: childEnv,
+  }),
+);
 log('figure 5: memory');
 const memory = {};
 for (const mode of ['batch', 'object']) {
   memory[mode] = JSON.parse(
-    await child('node', ['--expose-gc', hostBench, 'memory', mode, String(sizes.memoryExtents)], { env: childEnv }),
+    await child('node', ['--expose-gc', hostBench, 'memory', mode, String(sizes.memoryExtents)], {
+      env: childEnv,
+    }),
   );
 }
 
@@ -111,22 +150,27 @@ async function guest(scenario) {
       dist: join(pkg, 'dist'),
       quick,
       reps: sizes.reps,
+      scanReps: quick ? 5 : 15,
       eventLoopSeconds: sizes.eventLoopSeconds,
       tgt: { ...sizes.tgt, readExtentBytes: 4 << 20 },
       sim: sizes.sim,
     }),
   );
   log(`guest ${scenario}`);
-  await child(join(root, 'scripts/guest/uml-run.sh'), [work, `sh scripts/bench/guest-run.sh ${scenario} ${cfg}`], {
-    env: {
-      ...childEnv,
-      EXTRA_MODS: 'iscsi_tcp',
-      SCSI_DEBUG: '',
-      LBA_STATUS_TGT_SIZE: '64G',
-      TIMEOUT: quick ? '240' : '900',
+  await child(
+    join(root, 'scripts/guest/uml-run.sh'),
+    [work, `sh scripts/bench/guest-run.sh ${scenario} ${cfg}`],
+    {
+      env: {
+        ...childEnv,
+        EXTRA_MODS: 'iscsi_tcp',
+        SCSI_DEBUG: '',
+        LBA_STATUS_TGT_SIZE: '64G',
+        TIMEOUT: quick ? '240' : '900',
+      },
+      prefix: `[${scenario}] `,
     },
-    prefix: `[${scenario}] `,
-  });
+  );
   return JSON.parse(readFileSync(out, 'utf8'));
 }
 const tgt = await guest('tgt');
@@ -148,7 +192,10 @@ const figures = {
   scanVsC: {
     figure: 2,
     target: '<= 10% overhead',
-    headline: { tgt: tgt.figures.vsC.tgt.overheadPercent, sim: sim.figures.vsC.sim.overheadPercent },
+    headline: {
+      tgt: tgt.figures.vsC.tgt.overheadPercent,
+      sim: sim.figures.vsC.sim.overheadPercent,
+    },
     met: tgt.figures.vsC.tgt.overheadPercent <= 10 && sim.figures.vsC.sim.overheadPercent <= 10,
     tgt: tgt.figures.vsC.tgt,
     sim: sim.figures.vsC.sim,
@@ -163,7 +210,10 @@ const figures = {
   parsing: {
     figure: 4,
     target: '>= 50 M descriptors/s',
-    headline: { native: parse.nativeMDescriptorsPerSecond, dataView: parse.dataViewMDescriptorsPerSecond },
+    headline: {
+      native: parse.nativeMDescriptorsPerSecond,
+      dataView: parse.dataViewMDescriptorsPerSecond,
+    },
     met: parse.nativeMDescriptorsPerSecond >= 50,
     host: parse,
   },
@@ -208,18 +258,58 @@ const report = {
 };
 
 const rows = [
-  ['1 scan vs sg_get_lba_status loop', '≥ 20×', `tgt ${f(figures.scanVsSgUtils.headline.tgt)}×, sim ${f(figures.scanVsSgUtils.headline.sim)}×`, figures.scanVsSgUtils.met],
-  ['2 overhead vs C SG_IO loop', '≤ 10 %', `tgt ${f(figures.scanVsC.headline.tgt)} %, sim ${f(figures.scanVsC.headline.sim)} %`, figures.scanVsC.met],
-  ['3 speedup, 4 windows in flight', '≥ 3×', `${f(figures.concurrency.headline.sim, 2)}× (best default: ${figures.concurrency.sim.recommendedDefault})`, figures.concurrency.met],
-  ['4 parse, M descriptors/s', '≥ 50', `native ${f(parse.nativeMDescriptorsPerSecond)}, DataView ${f(parse.dataViewMDescriptorsPerSecond)}`, figures.parsing.met],
-  ['5 bytes per extent (1 M)', '≤ 32', `batch ${f(memory.batch.bytesPerExtent)}, object ${f(memory.object.bytesPerExtent)}`, figures.memory.met],
-  ['6 p99 event-loop delay', '< 10 ms', `tgt ${f(figures.eventLoop.headline.tgt)} ms, sim ${f(figures.eventLoop.headline.sim)} ms`, figures.eventLoop.met],
-  ['7 readChanged vs dd', '≥ 90 %', `${f(figures.readChanged.headline.tgt)} % (${f(figures.readChanged.tgt.readChangedMiBps)} vs ${f(figures.readChanged.tgt.ddMiBps)} MiB/s)`, figures.readChanged.met],
+  [
+    '1 scan vs sg_get_lba_status loop',
+    '≥ 20×',
+    `tgt ${f(figures.scanVsSgUtils.headline.tgt)}×, sim ${f(figures.scanVsSgUtils.headline.sim)}×`,
+    figures.scanVsSgUtils.met,
+  ],
+  [
+    '2 overhead vs C SG_IO loop',
+    '≤ 10 %',
+    `tgt ${f(figures.scanVsC.headline.tgt)} %, sim ${f(figures.scanVsC.headline.sim)} %`,
+    figures.scanVsC.met,
+  ],
+  [
+    '3 speedup, 4 windows in flight',
+    '≥ 3×',
+    `${f(figures.concurrency.headline.sim, 2)}× (best default: ${figures.concurrency.sim.recommendedDefault})`,
+    figures.concurrency.met,
+  ],
+  [
+    '4 parse, M descriptors/s',
+    '≥ 50',
+    `native ${f(parse.nativeMDescriptorsPerSecond)}, DataView ${f(parse.dataViewMDescriptorsPerSecond)}`,
+    figures.parsing.met,
+  ],
+  [
+    '5 bytes per extent (1 M)',
+    '≤ 32',
+    `batch ${f(memory.batch.bytesPerExtent)}, object ${f(memory.object.bytesPerExtent)}`,
+    figures.memory.met,
+  ],
+  [
+    '6 p99 event-loop delay',
+    '< 10 ms',
+    `tgt ${f(figures.eventLoop.headline.tgt)} ms, sim ${f(figures.eventLoop.headline.sim)} ms`,
+    figures.eventLoop.met,
+  ],
+  [
+    '7 readChanged vs dd',
+    '≥ 90 %',
+    `${f(figures.readChanged.headline.tgt)} % (${f(figures.readChanged.tgt.readChangedMiBps)} vs ${f(figures.readChanged.tgt.ddMiBps)} MiB/s)`,
+    figures.readChanged.met,
+  ],
 ];
 const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => String(r[i]).length), 6));
-console.log(`\nlba-status benchmark${quick ? ' (quick)' : ''}, ${report.date}, ${report.machine.cpus} CPUs, Node ${process.version}, UML guest ${report.machine.guestKernel}`);
+console.log(
+  `\nlba-status benchmark${quick ? ' (quick)' : ''}, ${report.date}, ${report.machine.cpus} CPUs, Node ${process.version}, UML guest ${report.machine.guestKernel}`,
+);
 console.log(`${'figure'.padEnd(w[0])}  ${'target'.padEnd(w[1])}  ${'measured'.padEnd(w[2])}  met`);
-for (const r of rows) console.log(`${r[0].padEnd(w[0])}  ${r[1].padEnd(w[1])}  ${r[2].padEnd(w[2])}  ${r[3] ? 'yes' : 'no'}`);
+for (const r of rows)
+  console.log(
+    `${r[0].padEnd(w[0])}  ${r[1].padEnd(w[1])}  ${r[2].padEnd(w[2])}  ${r[3] ? 'yes' : 'no'}`,
+  );
 if (jsonFile) {
   writeFileSync(resolve(process.cwd(), jsonFile), `${JSON.stringify(report, null, 2)}\n`);
   log(`wrote ${jsonFile}`);
