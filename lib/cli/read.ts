@@ -98,7 +98,7 @@ function progressBar(
   const bar = new cliProgress.SingleBar(
     {
       stream: io.stderr,
-      format: 'read {bar} {percentage}% | {done} of {total} | {rate}/s | ETA {eta_formatted}',
+      format: 'read {bar} {percentage}% | {done} of {size} | {rate}/s | ETA {eta_formatted}',
       hideCursor: true,
     },
     cliProgress.Presets.shades_classic,
@@ -106,7 +106,7 @@ function progressBar(
   let started = false;
   const update = (p: ReadProgress): void => {
     if (!started) {
-      bar.start(p.totalBytes, 0, { done: '0 B', total: formatBytes(p.totalBytes), rate: '-' });
+      bar.start(p.totalBytes, 0, { done: '0 B', size: formatBytes(p.totalBytes), rate: '-' });
       started = true;
     }
     bar.update(p.bytesRead, {
