@@ -130,3 +130,45 @@ describe('lba-status sim serve', () => {
     expect(simServeCommand.path).toEqual(['sim', 'serve']);
   });
 });
+
+describe('lba-status sim serve --oci-api', () => {
+  it('adds the fake OCI API to the ready line; it refuses unsigned requests and shuts down with the target', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sim-serve-oci-'));
+    const t = io();
+    const done = simServeCommand.run(
+      [
+        '--size',
+        '64M',
+        '--random-changes',
+        '10',
+        '--seed',
+        '3',
+        '--port',
+        '0',
+        '--oci-api',
+        '--oci-dir',
+        dir,
+      ],
+      t.io,
+    );
+    await waitFor(() => t.out().includes('\n'));
+    const ready = JSON.parse(t.out().split('\n')[0]!);
+    expect(ready.changed).toBe(10);
+    expect(ready.oci).toMatchObject({
+      endpoint: expect.stringMatching(/^http:\/\/127\.0\.0\.1:\d+$/),
+      configFile: expect.stringContaining(dir),
+      profile: 'DEFAULT',
+      instanceId: expect.stringMatching(/^ocid1\.instance\./),
+      firstBackupId: expect.stringMatching(/^ocid1\.volumebackup\./),
+      secondBackupId: expect.stringMatching(/^ocid1\.volumebackup\./),
+    });
+    expect(readFileSync(ready.oci.configFile, 'utf8')).toMatch(/key_file=/);
+    const unsigned = await fetch(
+      `${ready.oci.endpoint}/20160918/volumeBackups/${ready.oci.secondBackupId}`,
+    );
+    expect(unsigned.status).toBe(401);
+    t.abort();
+    expect(await done).toBe(0);
+    await expect(fetch(`${ready.oci.endpoint}/20160918/volumes`)).rejects.toThrow();
+  });
+});
