@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { openDevice, type ScsiDevice } from '../device/device.js';
 import { type ChangedExtent, coalesceChanged, isChangedStatus } from '../scan/changed.js';
 import {
+  DEFAULT_SCAN_CONCURRENCY,
   type LbaStatusBatch,
   ReportType,
   type ReportTypeName,
@@ -35,7 +36,7 @@ Options:
   --end-lba N            stop before this LBA (default: the capacity)
   --window-blocks N      SCAN LENGTH per command, 32-byte form (default and max: 1 GiB worth)
   --allocation-length N  reply buffer per command in bytes (default 32768; use 8 + 16k)
-  --concurrency N        windows scanned at once (default 1)
+  --concurrency N        windows in flight, 32-byte form (default 4)
   --changed-only         print only changed extents (every status but deallocated)
   --change-block-size N  with --changed-only: widen to multiples of N bytes and merge
                          (the delta volume's changeBlockSizeInBytes, e.g. 4096 or 1M)
@@ -231,7 +232,9 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   };
   for (const key of Object.keys(options) as Array<keyof ScanOptions>)
     if (options[key] === undefined) delete options[key];
-  const device = await openDevice(path, { queueDepth: Math.max(1, options.concurrency ?? 1) });
+  const device = await openDevice(path, {
+    queueDepth: options.concurrency ?? DEFAULT_SCAN_CONCURRENCY,
+  });
   try {
     if (format === 'sg3') {
       await runSg3(device, options, io);
