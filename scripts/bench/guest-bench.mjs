@@ -6,7 +6,7 @@
 //
 // CONFIG: { scenario: 'tgt'|'sim'|'device', out, baseline, quick, reps, ... } (see run.mjs).
 // Every ratio is formed from medians of repetitions taken in this one process, back to back.
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -174,12 +174,20 @@ async function scanFigures(dev, sg, form, label) {
     `${label}: ${one.descriptors} descriptors in ${one.commands} commands, ${round(one.ms)} ms per scan; ${inner} scans per repetition`,
   );
 
-  // Interleave library and C repetitions so drift hits both alike.
+  // Interleave library and C repetitions so drift hits both alike; the order rotates per
+  // repetition so neither side always runs first. `lib1` is the library with one command in
+  // flight, like the C program: per-command cost without the scanner's window concurrency.
+  const opts1 = { ...opts, concurrency: 1 };
   const lib = [];
+  const lib1 = [];
   const c = [];
+  const steps = [
+    async () => lib.push(await scanRep(dev, opts, inner)),
+    async () => lib1.push(await scanRep(dev, opts1, inner)),
+    async () => c.push(...(await baseline(sg, form, windowBlocks, alloc, 1, inner))),
+  ];
   for (let r = 0; r < reps; r++) {
-    lib.push(await scanRep(dev, opts, inner));
-    c.push(...(await baseline(sg, form, windowBlocks, alloc, 1, inner)));
+    for (let k = 0; k < steps.length; k++) await steps[(r + k) % steps.length]();
   }
   if (c[0].descriptors !== one.descriptors) {
     throw new Error(
@@ -235,9 +243,21 @@ async function scanFigures(dev, sg, form, label) {
       pairedOverheadPercentMedian: round((median(lib.map((x, i) => x.ms / c[i].ms)) - 1) * 100, 1),
       libraryUsPerCommand: round((libMs * 1000) / one.commands, 1),
       cUsPerCommand: round((cMs * 1000) / one.commands, 1),
+      libraryOneInFlightMs: round(median(lib1.map((x) => x.ms)) / inner),
+      libraryOneInFlightUsPerCommand: round(
+        (median(lib1.map((x) => x.ms)) * 1000) / inner / one.commands,
+        1,
+      ),
+      overheadPercentOneInFlight: round((median(lib1.map((x) => x.ms)) / inner / cMs - 1) * 100, 1),
+      pairedOverheadPercentOneInFlightMedian: round(
+        (median(lib1.map((x, i) => x.ms / c[i].ms)) - 1) * 100,
+        1,
+      ),
+      libraryOptions: `cdb ${form}, allocation ${alloc}, default concurrency (4 windows; 16-byte: 1), queueDepth 8`,
       scansPerRepetition: inner,
       repetitions: reps,
       libraryRepsMs: lib.map((x) => round(x.ms / inner)),
+      libraryOneInFlightRepsMs: lib1.map((x) => round(x.ms / inner)),
       cRepsMs: c.map((x) => round(x.ms / inner)),
     },
   };
@@ -272,6 +292,31 @@ async function eventLoopFigure(dev, form, seconds) {
   };
 }
 
+/**
+ * Figure 6 control: the event-loop delay of an idle Node process (idle-loop.mjs) in this guest,
+ * once with nothing else running and once while the C baseline scans the same target back to
+ * back. What the idle process suffers is the machine's share of the scanner's p99.
+ */
+async function eventLoopControl(dev, sg, form, seconds) {
+  const { blockSize } = await dev.capacity();
+  const windowBlocks = Math.floor(2 ** 30 / blockSize);
+  const idleScript = new URL('idle-loop.mjs', import.meta.url).pathname;
+  const idle = async () =>
+    JSON.parse((await run(process.execPath, [idleScript, String(seconds)])).stdout);
+  const quiet = await idle();
+  let done = false;
+  let cScans = 0;
+  const probe = idle().finally(() => {
+    done = true;
+  });
+  while (!done) {
+    await baseline(sg, form, windowBlocks, 32768, 1, 1);
+    cScans++;
+  }
+  const underC = await probe;
+  return { idleNoLoad: quiet, idleWhileCScans: { ...underC, cScans } };
+}
+
 // ---------------------------------------------------------------------------------------------
 // tgt: a 64 GiB (or larger) sparse LUN with thousands of changed extents
 
@@ -304,16 +349,23 @@ function layoutTgt(backing, capacityBytes) {
   return { readRegion, readExtents, scanBytes };
 }
 
-/** Figure 7: readChanged over the read region vs one `dd iflag=direct` per extent. */
+/**
+ * Figure 7: readChanged over the read region (it finds the extents itself with GET LBA STATUS,
+ * then reads them) vs one `dd iflag=direct bs=1M` per extent over the same extents. Each
+ * repetition runs readChanged with 4 reads in flight (the default) and with 1, and the dd loop,
+ * in a rotating order; the headline is the median of the per-repetition ratios dd / readChanged.
+ * Diagnostics: the scan alone (the extent-finding part of readChanged), the cost of starting a
+ * process here (what each dd pays before reading), and one dd over one contiguous span.
+ */
 async function readFigure(dev, block, readRegion, readExtents) {
   const { blockSize } = await dev.capacity();
   const { readChanged } = await import(new URL('index.js', dist).href);
   const total = readExtents.reduce((s, e) => s + e.length, 0);
   const startLba = readRegion / blockSize;
-  const libRun = async () => {
+  const libRun = async (concurrency) => {
     const t0 = performance.now();
     let bytes = 0;
-    for await (const c of readChanged(dev, { startLba, method: 'direct', cdb: 16 }))
+    for await (const c of readChanged(dev, { startLba, method: 'direct', cdb: 16, concurrency }))
       bytes += c.length;
     if (bytes !== total) throw new Error(`readChanged read ${bytes} bytes, expected ${total}`);
     return performance.now() - t0;
@@ -347,33 +399,60 @@ async function readFigure(dev, block, readRegion, readExtents) {
     ]);
     return performance.now() - t0;
   };
-  await libRun();
+  const scanOnly = async () =>
+    (await scanOnce(dev, { cdb: 16, reportType: 'nonzero', startLba })).ms;
+  await libRun(4);
+  await libRun(1);
   await ddRun();
-  const lib = [];
+  const lib4 = [];
+  const lib1 = [];
   const dd = [];
   const ddOne = [];
-  const lib1 = [];
+  const scans = [];
+  const spawns = [];
+  const steps = [
+    async () => lib4.push(await libRun(4)),
+    async () => lib1.push(await libRun(1)),
+    async () => dd.push(await ddRun()),
+  ];
   for (let r = 0; r < cfg.reps; r++) {
-    lib.push(await libRun());
-    lib1.push(await libRun(1));
-    dd.push(await ddRun());
+    for (let k = 0; k < steps.length; k++) await steps[(r + k) % steps.length]();
     ddOne.push(await ddOneRun());
+    scans.push(await scanOnly());
+    const t0 = performance.now();
+    await run('true', []);
+    spawns.push(performance.now() - t0);
   }
   const mbps = (ms) => round(total / 2 ** 20 / (ms / 1000), 1);
-  const libMs = median(lib);
-  const ddMs = median(dd);
+  const paired = (lib) => round(median(lib.map((ms, i) => dd[i] / ms)) * 100, 1);
+  const spawnMs = median(spawns);
+  // dd's time with its process starts taken out: the transfer alone
+  const ddTransfer = dd.map((ms) => ms - readExtents.length * spawnMs);
   return {
     bytes: total,
     extents: readExtents.length,
-    readChangedMiBps: mbps(libMs),
-    ddMiBps: mbps(ddMs),
-    percentOfDd: round((ddMs / libMs) * 100, 1),
+    extentBytes: readExtents[0].length,
+    percentOfDd: paired(lib4),
+    percentOfDdOneInFlight: paired(lib1),
+    readChangedMiBps: mbps(median(lib4)),
     readChangedOneInFlightMiBps: mbps(median(lib1)),
+    ddMiBps: mbps(median(dd)),
+    percentOfDdTransferOnly: round(median(lib4.map((ms, i) => ddTransfer[i] / ms)) * 100, 1),
+    percentOfDdTransferOnlyOneInFlight: round(
+      median(lib1.map((ms, i) => ddTransfer[i] / ms)) * 100,
+      1,
+    ),
+    ddTransferOnlyMiBps: mbps(median(ddTransfer)),
     ddSingleSpanMiBps: mbps(median(ddOne)),
-    percentOfSingleDd: round((median(ddOne) / libMs) * 100, 1),
-    readChangedOptions: 'method direct, defaults: 1 MiB chunks, 4 reads in flight',
+    scanOnlyMs: round(median(scans), 1),
+    processSpawnMs: round(spawnMs, 1),
+    readChangedOptions:
+      "method 'direct', 1 MiB chunks (default), concurrency 4 (default) and 1, cdb 16 from the read region's first LBA",
     ddOptions: 'one dd bs=1M iflag=direct per extent',
     repetitions: cfg.reps,
+    readChanged4RepsMs: lib4.map((x) => round(x, 1)),
+    readChanged1RepsMs: lib1.map((x) => round(x, 1)),
+    ddRepsMs: dd.map((x) => round(x, 1)),
   };
 }
 
@@ -408,7 +487,12 @@ async function tgtFigures(dev, sg, block, layout, capacityBytes) {
     readExtents: cfg.tgt.readExtents,
   };
   log('event loop');
-  result.figures.eventLoop = { tgt: await eventLoopFigure(dev, 16, cfg.eventLoopSeconds) };
+  result.figures.eventLoop = {
+    tgt: {
+      ...(await eventLoopFigure(dev, 16, cfg.eventLoopSeconds)),
+      control: await eventLoopControl(dev, sg, 16, cfg.eventLoopSeconds),
+    },
+  };
   log('read');
   result.figures.readChanged = {
     tgt: await readFigure(dev, block, layout.readRegion, layout.readExtents),
@@ -416,7 +500,9 @@ async function tgtFigures(dev, sg, block, layout, capacityBytes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// sim: the project's OCI delta-volume simulator, in this process, attached to the guest kernel
+// sim: the project's OCI delta-volume simulator in its own process (`lba-status sim serve`,
+// from the same dist/), attached to the guest kernel. The library and the C baseline face the
+// same out-of-process target, as they would a real volume.
 
 async function findLun(iqn) {
   for (const session of await readdir('/sys/class/iscsi_session').catch(() => [])) {
@@ -459,30 +545,95 @@ async function attach(sim) {
   throw new Error(`LUN 1 of ${sim.iqn} did not appear after login`);
 }
 
-async function benchSim() {
-  const { startSimulator } = await import(new URL('sim.js', dist).href);
-  const s = cfg.sim;
-  const sim = await startSimulator({
-    sizeBytes: s.sizeGiB * 2 ** 30,
-    blockSize: 512,
-    changeBlockSize: 4096,
-    changed: { random: s.extents, seed: 7, maxExtentChangeBlocks: 4 },
-    iqn: 'iqn.2024-01.dev.lba-status:bench',
+/** Starts `lba-status sim serve` as a child process; resolves once it prints its ready line. */
+function serveSimulator(s, { port, iqn, faults = [] }) {
+  const cli = new URL('cli.js', dist).pathname;
+  const argv = [
+    cli,
+    'sim',
+    'serve',
+    '--size',
+    `${s.sizeGiB}G`,
+    '--random-changes',
+    String(s.extents),
+    '--seed',
+    '7',
+    '--max-extent',
+    '4',
+    '--port',
+    String(port),
+    '--iqn',
+    iqn,
+    ...faults.flatMap((f) => ['--fault', f]),
+  ];
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stderr.on('data', (d) => {
+      err += d;
+    });
+    const onExit = (code) =>
+      reject(new Error(`sim serve exited ${code} before it was ready\n${err.slice(-2000)}`));
+    p.once('exit', onExit);
+    p.stdout.on('data', (d) => {
+      out += d;
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      p.off('exit', onExit);
+      const ready = JSON.parse(out.slice(0, nl));
+      resolve({
+        iqn: ready.iscsi.iqn,
+        portal: ready.iscsi.portal,
+        pid: p.pid,
+        close: () =>
+          new Promise((done) => {
+            if (p.exitCode !== null) return done();
+            p.once('exit', () => done());
+            p.kill('SIGTERM');
+          }),
+      });
+    });
   });
+}
+
+async function benchSim() {
+  const s = cfg.sim;
+  const sim = await serveSimulator(s, { port: 3261, iqn: 'iqn.2024-01.dev.lba-status:bench' });
   try {
     await simFigures(sim, s);
   } finally {
     await sim.close();
   }
+  // Figure 3: a second simulator adding 2 ms to every GET LBA STATUS (a network-attached volume).
+  const slow = await serveSimulator(s, {
+    port: 3262,
+    iqn: 'iqn.2024-01.dev.lba-status:bench-latency',
+    faults: ['latency:ms=2,p=1,on=get-lba-status'],
+  });
+  try {
+    await concurrencyFigure(slow, s);
+  } finally {
+    await slow.close();
+  }
 }
 
-async function simFigures(sim, s) {
+/** Logs in to a simulator, consumes its UNIT ATTENTION, opens LUN 1; runs fn; cleans up. */
+async function withLun(sim, fn) {
   const lun = await attach(sim);
   let dev;
   try {
-    // the simulator raises UNIT ATTENTION on a session's first command: consume it
     await run('sg_turs', [lun.sg], { allowFail: true });
     dev = await openDevice(lun.sg, { queueDepth: 8 });
+    return await fn(dev, lun);
+  } finally {
+    await dev?.close();
+    await lun.detach();
+  }
+}
+
+async function simFigures(sim, s) {
+  await withLun(sim, async (dev, lun) => {
     const scan = await scanFigures(dev, lun.sg, 32, 'sim');
     result.figures.vsSgUtils = { sim: scan.vsSgUtils };
     result.figures.vsC = { sim: scan.vsC };
@@ -490,13 +641,20 @@ async function simFigures(sim, s) {
       ...scan.device,
       sizeGiB: s.sizeGiB,
       changedExtents: s.extents,
-      note: 'target in the same Node process and the same (single) guest CPU as the scanner',
+      note: 'target: `lba-status sim serve` in its own process, same single guest CPU as the scanner',
     };
-    log('event loop (simulator in the same process)');
-    result.figures.eventLoop = { sim: await eventLoopFigure(dev, 32, cfg.eventLoopSeconds) };
+    log('event loop (simulator in its own process)');
+    result.figures.eventLoop = {
+      sim: {
+        ...(await eventLoopFigure(dev, 32, cfg.eventLoopSeconds)),
+        control: await eventLoopControl(dev, lun.sg, 32, cfg.eventLoopSeconds),
+      },
+    };
+  });
+}
 
-    // Figure 3: windows in flight with 2 ms added per GET LBA STATUS (a network-attached volume).
-    sim.faults.add({ kind: 'latency', ms: 2, probability: 1, on: 'get-lba-status' });
+async function concurrencyFigure(sim, s) {
+  await withLun(sim, async (dev) => {
     const levels = [1, 2, 4, 8];
     const times = Object.fromEntries(levels.map((c) => [c, []]));
     const opts = (c) => ({ cdb: 32, concurrency: c, endLba: s.latencyWindows * 2 ** 21 });
@@ -505,7 +663,6 @@ async function simFigures(sim, s) {
       for (const c of levels) times[c].push((await scanOnce(dev, opts(c))).ms);
     }
     const probe = await scanOnce(dev, opts(1));
-    sim.faults.clear();
     const med = Object.fromEntries(levels.map((c) => [c, median(times[c])]));
     // The default worth having: the smallest level within 10% of the fastest.
     const best = Math.min(...levels.map((c) => med[c]));
@@ -521,12 +678,11 @@ async function simFigures(sim, s) {
         msPerCommandAt1: round(med[1] / probe.commands, 2),
         recommendedDefault: recommended,
         repetitions: cfg.reps,
+        target:
+          '`lba-status sim serve --fault latency:ms=2,p=1,on=get-lba-status` in its own process',
       },
     };
-  } finally {
-    await dev?.close();
-    await lun.detach();
-  }
+  });
 }
 
 // ---------------------------------------------------------------------------------------------

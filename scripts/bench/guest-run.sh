@@ -11,6 +11,8 @@ case $scenario in
 tgt)
   . scripts/guest/scenarios/tgt-iscsi.sh
   scenario_up || exit 126
+  # figure 7 writes up to 256 MiB of extents (plus the scan extents) into the sparse LUN
+  mount -o remount,size=768M /srv/lba-status || exit 126
   ;;
 sim)
   mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
