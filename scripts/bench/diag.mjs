@@ -4,7 +4,7 @@
 // Figure 7: O_DIRECT reads of 1 MiB from the tgt block node into a fresh aligned buffer per read
 // (what readChanged does) vs one reused buffer (what dd does), 1 and 4 in flight, same bytes.
 // Figure 2: per-command cost against `sim serve` in its own process: C, the library at
-// queueDepth 1/concurrency 1, and strace -c counts of both.
+// queueDepth 1 and 8, concurrency 1 and 4, interleaved with the C program.
 import { execFile, spawn } from 'node:child_process';
 import { closeSync, openSync, writeSync } from 'node:fs';
 import { constants, open, readdir, readFile } from 'node:fs/promises';
@@ -177,20 +177,6 @@ for (const [qd, conc] of [
 }
 out.scan = scan2;
 console.error(JSON.stringify(scan2));
-// strace -c: syscalls of 20 scans, the C program and a node process doing the same
-const nodeScan = `const {openDevice}=await import(${JSON.stringify(new URL('index.js', dist).href)});const d=await openDevice(${JSON.stringify(sg)},{queueDepth:1});for(let i=0;i<20;i++)for await(const b of d.batches({cdb:32,reportType:'nonzero',allocationLength:32768,concurrency:1}));await d.close();`;
-const nodeIdle = `const {openDevice}=await import(${JSON.stringify(new URL('index.js', dist).href)});const d=await openDevice(${JSON.stringify(sg)},{queueDepth:1});for await(const b of d.batches({cdb:32,reportType:'nonzero',allocationLength:32768,concurrency:1,endLba:1}));await d.close();`;
-const st = async (args) => (await run('strace', ['-f', '-c', '-o', '/dev/stderr', ...args])).stderr;
-out.straceC = await st([baseline, sg, '32', '1', '32768', '2097152', '20']);
-out.straceNode20Scans = await st([process.execPath, '--input-type=module', '-e', nodeScan]);
-out.straceNodeStartOnly = await st([process.execPath, '--input-type=module', '-e', nodeIdle]);
-console.error(
-  out.straceC,
-  '\n---- node 20 scans\n',
-  out.straceNode20Scans,
-  '\n---- node start only\n',
-  out.straceNodeStartOnly,
-);
 await run('iscsiadm', [...node, '--logout']).catch(() => {});
 sim.kill('SIGTERM');
 console.log(JSON.stringify(out));
