@@ -190,6 +190,7 @@ async function runRead(args: string[], io: CliIo): Promise<number> {
     for await (const chunk of readChanged(device, {
       ...options,
       checksum: values.checksum === 'sha256' ? 'sha256' : 'none',
+      reuseBuffers: true, // each chunk is written before the next is asked for
       signal: io.signal,
       onProgress: bar,
     })) {

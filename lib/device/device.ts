@@ -85,8 +85,13 @@ export interface OpenOptions extends ResolveOptions {
 export interface ExecuteOptions {
   /** Human name of the command, used in errors (default: the opcode in hex). */
   command?: string;
-  /** Data-in length in bytes (direction from device). */
+  /** Data-in length in bytes (direction from device); a new zeroed buffer per try. */
   dataInLength?: number;
+  /**
+   * A buffer to receive the data in instead of a new one (direction from device): zero-filled
+   * before each try, so that bytes a short transfer did not overwrite can never pass for data.
+   */
+  dataIn?: Uint8Array;
   /** Data-out bytes (direction to device). */
   dataOut?: Uint8Array;
   timeoutMs?: number;
@@ -299,8 +304,8 @@ export class ScsiDevice {
     const attempts = policy.attempts ?? 6;
     for (let attempt = 1; ; attempt++) {
       throwIfAborted(options.signal);
-      const data =
-        options.dataOut ?? (options.dataInLength ? new Uint8Array(options.dataInLength) : null);
+      let data: Uint8Array | null = options.dataOut ?? options.dataIn?.fill(0) ?? null;
+      if (!data && options.dataInLength) data = new Uint8Array(options.dataInLength);
       const outcome = await this.#executeOnce(cdb, data, options, command);
       if (!(outcome instanceof Error)) return { ...outcome, attempts: attempt };
       const delay = attempt < attempts ? retryDelay(outcome, attempt, policy) : undefined;
@@ -506,6 +511,7 @@ export class ScsiDevice {
     elementId: number,
     signal: AbortSignal | undefined,
     timeoutMs?: number,
+    replyBuffer?: Uint8Array,
   ): Promise<GetLbaStatusReply> {
     const cdb =
       form === 32
@@ -519,7 +525,9 @@ export class ScsiDevice {
         : this.#binding.getLbaStatus16Cdb(BigInt(lba), allocationLength, reportType);
     const result = await this.execute(cdb, {
       command: `GET LBA STATUS(${form})`,
-      dataInLength: allocationLength,
+      ...(replyBuffer?.byteLength === allocationLength
+        ? { dataIn: replyBuffer }
+        : { dataInLength: allocationLength }),
       signal,
       timeoutMs,
     });

@@ -200,7 +200,9 @@ export async function exportChanged(
           : await createRbdDiffWriter(path, capacityBytes),
       );
     }
-    for await (const chunk of readChanged(device, { ...readOptions, checksum: 'sha256' })) {
+    // Each chunk is written before the next is asked for, so its buffer can be recycled.
+    const chunks = readChanged(device, { ...readOptions, checksum: 'sha256', reuseBuffers: true });
+    for await (const chunk of chunks) {
       for (const writer of writers) await writer.write(chunk);
       manifest.extents.push({ offset: chunk.offset, length: chunk.length, sha256: chunk.sha256! });
       manifest.changedBytes += chunk.length;

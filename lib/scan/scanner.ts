@@ -265,7 +265,7 @@ class Scan {
   }
 
   /** One command; in 'auto' mode the first one decides the form for the device. */
-  async #command(cursor: number, windowEnd: number): Promise<GetLbaStatusReply> {
+  async #command(cursor: number, windowEnd: number, buffer: Uint8Array): Promise<GetLbaStatusReply> {
     const plan = this.#plan;
     throwIfAborted(plan.signal);
     const form = this.form ?? 32;
@@ -280,13 +280,14 @@ class Scan {
         0,
         plan.signal,
         plan.timeoutMs,
+        buffer,
       );
       if (this.form === undefined) this.#device.glsForm = this.form = form;
       return reply;
     } catch (error) {
       if (this.form === undefined && isUnsupportedForm(error, 32)) {
         this.#device.glsForm = this.form = 16;
-        return this.#command(cursor, windowEnd);
+        return this.#command(cursor, windowEnd, buffer);
       }
       throw error;
     }
@@ -392,8 +393,10 @@ class Scan {
 
   /** Scans [start, end) to completion, command by command. */
   async *range(start: number, end: number): AsyncGenerator<LbaStatusBatch> {
+    // One reply buffer per window: each command's reply is parsed into new columns at once.
+    const buffer = new Uint8Array(this.#plan.allocationLength);
     for (let cursor = start; cursor < end; ) {
-      const reply = await this.#command(cursor, end);
+      const reply = await this.#command(cursor, end, buffer);
       const batch = this.#interpret(reply, cursor, end);
       cursor = batch.nextLba;
       yield batch;

@@ -65,6 +65,25 @@ describe('readChanged', () => {
     expect(covered).toBe(4096 + 4096 + (2048000 - 512000) + 4096);
   });
 
+  it('recycles concurrency + 1 buffers with reuseBuffers, and the data stays right', async () => {
+    const { device } = await open();
+    const buffers = new Set<ArrayBufferLike>();
+    const image = expectedImage();
+    let chunks = 0;
+    for await (const c of device.readChanged({
+      chunkSize: 8192,
+      concurrency: 3,
+      reuseBuffers: true,
+    })) {
+      buffers.add(c.data.buffer);
+      expect(Buffer.from(c.data).equals(image.subarray(c.offset, c.offset + c.length))).toBe(true);
+      chunks++;
+    }
+    expect(chunks).toBeGreaterThan(100);
+    expect(buffers.size).toBeGreaterThanOrEqual(2);
+    expect(buffers.size).toBeLessThanOrEqual(4); // concurrency + 1 at most
+  });
+
   it('reads no faster than the consumer takes: at most `concurrency` reads ahead', async () => {
     const { device, fake } = await open();
     let consumed = 0;
