@@ -265,7 +265,11 @@ class Scan {
   }
 
   /** One command; in 'auto' mode the first one decides the form for the device. */
-  async #command(cursor: number, windowEnd: number, buffer: Uint8Array): Promise<GetLbaStatusReply> {
+  async #command(
+    cursor: number,
+    windowEnd: number,
+    buffer: Uint8Array,
+  ): Promise<GetLbaStatusReply> {
     const plan = this.#plan;
     throwIfAborted(plan.signal);
     const form = this.form ?? 32;
