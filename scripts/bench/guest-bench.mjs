@@ -365,7 +365,13 @@ async function readFigure(dev, block, readRegion, readExtents) {
   const libRun = async (concurrency) => {
     const t0 = performance.now();
     let bytes = 0;
-    for await (const c of readChanged(dev, { startLba, method: 'direct', cdb: 16, concurrency }))
+    for await (const c of readChanged(dev, {
+      startLba,
+      method: 'direct',
+      cdb: 16,
+      concurrency,
+      reuseBuffers: true,
+    }))
       bytes += c.length;
     if (bytes !== total) throw new Error(`readChanged read ${bytes} bytes, expected ${total}`);
     return performance.now() - t0;
@@ -447,7 +453,7 @@ async function readFigure(dev, block, readRegion, readExtents) {
     scanOnlyMs: round(median(scans), 1),
     processSpawnMs: round(spawnMs, 1),
     readChangedOptions:
-      "method 'direct', 1 MiB chunks (default), concurrency 4 (default) and 1, cdb 16 from the read region's first LBA",
+      "method 'direct', 1 MiB chunks (default), reuseBuffers (as read and export use it), concurrency 4 (default) and 1, cdb 16 from the read region's first LBA",
     ddOptions: 'one dd bs=1M iflag=direct per extent',
     repetitions: cfg.reps,
     readChanged4RepsMs: lib4.map((x) => round(x, 1)),
