@@ -57,16 +57,8 @@ EOT
     sleep 0.1
   done
 
-  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
-  printf '%s\n' 'node.startup = manual' 'node.session.timeo.replacement_timeout = 20' \
-    >/etc/iscsi/iscsid.conf
-  echo "InitiatorName=iqn.2024-01.dev.lba-status:guest-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
-    >/etc/iscsi/initiatorname.iscsi
-  setsid iscsid -f >"$_out/iscsid.log" 2>&1 &
-  ISCSID_PID=$!
-  sleep 0.3
-  iscsiadm -m node -o new -T $SIM_IQN -p $SIM_PORTAL >/dev/null &&
-    iscsiadm -m node -T $SIM_IQN -p $SIM_PORTAL --login || { _sim_log "iSCSI login failed"; return 1; }
+  iscsi_start_initiator "$_out" || { _sim_log "iscsid did not start"; return 1; }
+  iscsi_login $SIM_IQN $SIM_PORTAL || { _sim_log "iSCSI login failed"; return 1; }
   iscsi_find_lun $SIM_IQN || { _sim_log "LUN 1 did not appear after login"; return 1; }
   export LBA_STATUS_TEST_TARGET=sim
   export LBA_STATUS_TEST_ISCSI_TARGET=$SIM_IQN

@@ -31,18 +31,8 @@ scenario_up() {
     $_t --op update --mode logicalunit --tid 1 --lun 1 --params thin_provisioning=1 &&
     $_t --op bind --mode target --tid 1 -I ALL || { _tgt_log "tgtadm failed"; return 1; }
 
-  # /etc/iscsi is writable through the guest's overlay; nothing reaches the host.
-  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
-  printf '%s\n' 'node.startup = manual' 'node.session.timeo.replacement_timeout = 20' \
-    >/etc/iscsi/iscsid.conf
-  echo "InitiatorName=iqn.2024-01.dev.lba-status:guest-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
-    >/etc/iscsi/initiatorname.iscsi
-  setsid iscsid -f >"$_out/iscsid.log" 2>&1 &
-  ISCSID_PID=$!
-  sleep 0.3
-  iscsiadm -m node -o new -T $TGT_IQN -p $TGT_PORTAL >/dev/null &&
-    iscsiadm -m node -T $TGT_IQN -p $TGT_PORTAL --login || { _tgt_log "iSCSI login failed"; return 1; }
-
+  iscsi_start_initiator "$_out" || { _tgt_log "iscsid did not start"; return 1; }
+  iscsi_login $TGT_IQN $TGT_PORTAL || { _tgt_log "iSCSI login failed"; return 1; }
   iscsi_find_lun $TGT_IQN || { _tgt_log "LUN 1 did not appear after login"; return 1; }
   export LBA_STATUS_TEST_TARGET=tgt
   export LBA_STATUS_TEST_BACKING=$TGT_DIR/lun1.img
