@@ -51,6 +51,8 @@
         ['OS=="linux"', {
           'sources': [
             'native/command_queue.cc',
+            'native/pending_command.cc',
+            'native/sg_async_queue.cc',
             'native/sg_io.cc',
           ],
           'cflags': ['-pthread'],

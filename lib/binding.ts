@@ -48,13 +48,23 @@ export interface RawSgResult {
 }
 
 /**
- * A set of dedicated native threads (not libuv's shared pool) that run SG_IO ioctls. Each
- * `execute()` is queued and picked up by the first free thread, so up to `threads` commands are
- * in flight at once. Completion is delivered on the JS thread.
+ * How a queue hands commands to the kernel:
+ * - `'sg-async'`: the sg driver's write()/read() interface, polled on the event loop — no thread,
+ *   one wake-up of the JS thread per completion. `/dev/sgN` only.
+ * - `'threads'`: dedicated native threads (not libuv's shared pool) each running the SG_IO ioctl;
+ *   works on sg and block nodes.
+ */
+export type CommandEngine = 'sg-async' | 'threads';
+
+/**
+ * Runs SG_IO commands off the JS thread, up to `depth` at once, and delivers each completion on
+ * the JS thread. Made by `createSgAsyncQueue` or `createCommandQueue`.
  */
 export interface NativeCommandQueue {
-  /** Number of worker threads (= maximum commands in flight). */
-  readonly threads: number;
+  /** Most commands in flight at once. */
+  readonly depth: number;
+  /** How commands reach the kernel. */
+  readonly engine: CommandEngine;
   /**
    * Queues one SG_IO v3 command on `fd`.
    *
@@ -78,8 +88,8 @@ export interface NativeCommandQueue {
     timeoutMs: number,
   ): Promise<RawSgResult>;
   /**
-   * Stops the worker threads and joins them. Call only when no command is pending (the TS device
-   * layer guarantees it); later `execute()` calls reject. Idempotent.
+   * Stops the queue (joins the threads, or stops polling). Call only when no command is pending
+   * (the TS device layer guarantees it); later `execute()` calls reject. Idempotent.
    */
   close(): void;
 }
@@ -121,6 +131,13 @@ export interface LbaStatusColumns {
 export interface NativeBinding {
   /** Starts `threads` (1..64) dedicated SG_IO threads. */
   createCommandQueue(threads: number): NativeCommandQueue;
+  /**
+   * A queue on the sg driver's asynchronous interface for the open `/dev/sgN` descriptor `fd`,
+   * `depth` (1..64) commands in flight (sg itself takes 16 per open file; the rest wait natively).
+   * Every `execute()` must pass this same `fd`. Throws (code from libuv, e.g. `EPERM`) when the
+   * descriptor cannot be polled, as for a block node.
+   */
+  createSgAsyncQueue(fd: number, depth: number): NativeCommandQueue;
   /** GET LBA STATUS(16) CDB (16 bytes), as sg3_utils' `sg_ll_get_lba_status16`. */
   getLbaStatus16Cdb(lba: bigint, allocationLength: number, reportType: number): Uint8Array;
   /** GET LBA STATUS(32) CDB (32 bytes), as sg3_utils' `sg_ll_get_lba_status32`. */

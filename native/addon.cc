@@ -6,6 +6,7 @@
 //
 // Exports:
 //   createCommandQueue(threads)                      -> CommandQueue (Linux only)
+//   createSgAsyncQueue(fd, depth)                    -> SgAsyncQueue (Linux, /dev/sgN only)
 //   getLbaStatus16Cdb(lba, allocationLength, reportType)           -> Uint8Array(16)
 //   getLbaStatus32Cdb(lba, scanLength, elementId, allocationLength, reportType)
 //                                                                   -> Uint8Array(32)
@@ -26,6 +27,7 @@
 
 #if defined(__linux__)
 #include "command_queue.h"
+#include "sg_async_queue.h"
 #endif
 
 namespace lba_status {
@@ -38,6 +40,7 @@ constexpr int64_t kMaxSafeInteger = (int64_t{1} << 53) - 1;
 
 struct AddonData {
   Napi::FunctionReference command_queue;
+  Napi::FunctionReference sg_async_queue;
 };
 
 Napi::Value CreateCommandQueue(const Napi::CallbackInfo& info) {
@@ -51,6 +54,17 @@ Napi::Value CreateCommandQueue(const Napi::CallbackInfo& info) {
   throw MakeError(env, "ERR_LBA_STATUS_UNSUPPORTED_PLATFORM",
                   "SG_IO is only available on Linux; the CDB builders and the parser work "
                   "everywhere, and the simulator (lba-status/sim) needs no device.");
+#endif
+}
+
+Napi::Value CreateSgAsyncQueue(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+#if defined(__linux__)
+  AddonData* data = env.GetInstanceData<AddonData>();
+  return data->sg_async_queue.New({info[0], info[1]});
+#else
+  throw MakeError(env, "ERR_LBA_STATUS_UNSUPPORTED_PLATFORM",
+                  "The sg driver's asynchronous interface exists only on Linux.");
 #endif
 }
 
@@ -146,9 +160,12 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<AddonData>(data);  // deleted by the env at teardown
 #if defined(__linux__)
   data->command_queue = Napi::Persistent(CommandQueue::Init(env));
+  data->sg_async_queue = Napi::Persistent(SgAsyncQueue::Init(env));
 #endif
   exports.Set("createCommandQueue",
               Napi::Function::New<CreateCommandQueue>(env, "createCommandQueue"));
+  exports.Set("createSgAsyncQueue",
+              Napi::Function::New<CreateSgAsyncQueue>(env, "createSgAsyncQueue"));
   exports.Set("getLbaStatus16Cdb",
               Napi::Function::New<GetLbaStatus16Cdb>(env, "getLbaStatus16Cdb"));
   exports.Set("getLbaStatus32Cdb",

@@ -20,44 +20,16 @@
 #include <utility>
 
 #include "js_args.h"
+#include "pending_command.h"
 #include "sg_io.h"
 
 namespace lba_status {
 
 namespace {
 
-constexpr size_t kMinCdbLength = 6;
-constexpr size_t kMaxCdbLength = 32;  // Linux rejects longer CDBs with EINVAL since 5.18
-constexpr size_t kMinSenseLength = 18;
-constexpr int64_t kMaxFd = 0x7fffffff;
-constexpr int64_t kMaxUint32 = 0xffffffff;
 constexpr const char* kQueueClosed = "ERR_LBA_STATUS_QUEUE_CLOSED";
 
-void DeleteReference(napi_env env, napi_ref* ref) {
-  if (*ref != nullptr) {
-    napi_delete_reference(env, *ref);
-    *ref = nullptr;
-  }
-}
-
 }  // namespace
-
-struct CommandQueue::Job {
-  explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
-
-  Napi::Promise::Deferred deferred;
-  uint8_t cdb[kMaxCdbLength] = {};  // copied: the caller may reuse its CDB buffer at once
-  SgRequest request;
-  napi_ref data_ref = nullptr;   // pins the data view (and its ArrayBuffer) until settled
-  napi_ref sense_ref = nullptr;  // pins the sense view until settled
-  SgOutcome outcome;
-
-  // Drops the pins. Only on the JS thread with a live env.
-  void Unpin(napi_env env) {
-    DeleteReference(env, &data_ref);
-    DeleteReference(env, &sense_ref);
-  }
-};
 
 Napi::Function CommandQueue::Init(Napi::Env env) {
   return ObjectWrap<CommandQueue>::DefineClass(
@@ -66,6 +38,8 @@ Napi::Function CommandQueue::Init(Napi::Env env) {
           InstanceMethod<&CommandQueue::Execute>("execute"),
           InstanceMethod<&CommandQueue::Close>("close"),
           InstanceAccessor<&CommandQueue::GetThreads>("threads"),
+          InstanceAccessor<&CommandQueue::GetThreads>("depth"),
+          InstanceAccessor<&CommandQueue::GetEngine>("engine"),
       });
 }
 
@@ -125,7 +99,7 @@ void CommandQueue::StartThreads(size_t count) {
 
 void CommandQueue::WorkerLoop() {
   for (;;) {
-    Job* job = nullptr;
+    PendingCommand* job = nullptr;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -142,26 +116,12 @@ void CommandQueue::WorkerLoop() {
 }
 
 void CommandQueue::DeliverCompletion(Napi::Env env, Napi::Function /*unused*/, CommandQueue* queue,
-                                     Job* job) {
-  std::unique_ptr<Job> owned(job);
+                                     PendingCommand* job) {
+  std::unique_ptr<PendingCommand> owned(job);
   // A null env means the environment is being torn down: nothing may be called; the env frees
   // the references itself.
   if (static_cast<napi_env>(env) == nullptr) return;
-  try {
-    const SgOutcome& outcome = owned->outcome;
-    Napi::Object result = Napi::Object::New(env);
-    result.Set("errno", Napi::Number::New(env, outcome.errno_value));
-    result.Set("status", Napi::Number::New(env, outcome.status));
-    result.Set("hostStatus", Napi::Number::New(env, outcome.host_status));
-    result.Set("driverStatus", Napi::Number::New(env, outcome.driver_status));
-    result.Set("senseLength", Napi::Number::New(env, outcome.sense_length));
-    result.Set("resid", Napi::Number::New(env, outcome.resid));
-    result.Set("durationMs", Napi::Number::New(env, outcome.duration_ms));
-    result.Set("info", Napi::Number::New(env, outcome.info));
-    owned->deferred.Resolve(result);
-  } catch (...) {
-    // Only possible while a worker_thread is being terminated; nobody can observe the promise.
-  }
+  owned->Resolve(env);
   owned->Unpin(env);
   queue->Settled(env);
 }
@@ -177,75 +137,16 @@ void CommandQueue::Settled(Napi::Env env) {
 
 Napi::Value CommandQueue::Execute(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Napi::Promise::Deferred deferred = Napi::Promise::Deferred::New(env);
-  Napi::Promise promise = deferred.Promise();
+  auto job = std::make_unique<PendingCommand>(env);
+  Napi::Promise promise = job->deferred.Promise();
   if (closed_) {
-    deferred.Reject(
-        MakeError(env, kQueueClosed, "The SG_IO command queue is closed; open the device again.")
-            .Value());
+    job->Reject(env, kQueueClosed, "The SG_IO command queue is closed; open the device again.");
     return promise;
   }
-
-  auto job = std::make_unique<Job>(env);
-  job->deferred = deferred;
-  ByteView data;
-  ByteView sense;
-  bool has_data = false;
   try {
-    SgRequest& request = job->request;
-    request.fd = static_cast<int>(GetInteger(info[0], "fd", 0, kMaxFd));
-
-    ByteView cdb = GetByteView(info[1], "cdb");
-    if (cdb.length < kMinCdbLength || cdb.length > kMaxCdbLength) {
-      throw MakeRangeError(env, "The \"cdb\" argument must be 6 to 32 bytes long. Received " +
-                                    std::to_string(cdb.length) + " bytes");
-    }
-    std::copy(cdb.data, cdb.data + cdb.length, job->cdb);
-    request.cdb = job->cdb;
-    request.cdb_length = cdb.length;
-
-    request.direction = static_cast<SgDirection>(GetInteger(info[2], "direction", 0, 2));
-
-    has_data = !info[3].IsNull() && !info[3].IsUndefined();
-    if (has_data) data = GetByteView(info[3], "data");
-    if (request.direction == SgDirection::kNone && has_data) {
-      throw MakeTypeError(env,
-                          "The \"data\" argument must be null when direction is None (0). "
-                          "Received " +
-                              DescribeReceived(info[3]));
-    }
-    if (request.direction != SgDirection::kNone && !has_data) {
-      throw MakeTypeError(env,
-                          "The \"data\" argument must be a Uint8Array when direction is "
-                          "FromDevice (1) or ToDevice (2). Received " +
-                              DescribeReceived(info[3]));
-    }
-    if (data.length > static_cast<size_t>(kMaxUint32)) {
-      throw MakeRangeError(env, "The \"data\" argument must be at most 4294967295 bytes long");
-    }
-    request.data = data.data;
-    request.data_length = data.length;
-
-    sense = GetByteView(info[4], "sense");
-    if (sense.length < kMinSenseLength) {
-      throw MakeRangeError(env, "The \"sense\" argument must be at least 18 bytes long. Received " +
-                                    std::to_string(sense.length) + " bytes");
-    }
-    request.sense = sense.data;
-    request.sense_length = sense.length;
-
-    request.timeout_ms = static_cast<uint32_t>(GetInteger(info[5], "timeoutMs", 0, kMaxUint32));
+    job->ReadArguments(info);
   } catch (const Napi::Error& error) {
-    deferred.Reject(error.Value());
-    return promise;
-  }
-
-  // Pin the views: a referenced view keeps its ArrayBuffer alive, so the raw pointers taken
-  // above stay valid until the job is settled (the caller must not detach/transfer them).
-  if ((has_data && napi_create_reference(env, data.holder, 1, &job->data_ref) != napi_ok) ||
-      napi_create_reference(env, sense.holder, 1, &job->sense_ref) != napi_ok) {
-    job->Unpin(env);
-    deferred.Reject(MakeError(env, "ERR_LBA_STATUS_INTERNAL", "Could not pin the buffers").Value());
+    job->Reject(error);
     return promise;
   }
 
@@ -270,6 +171,10 @@ Napi::Value CommandQueue::GetThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(thread_count_));
 }
 
+Napi::Value CommandQueue::GetEngine(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), "threads");
+}
+
 void CommandQueue::OnEnvCleanup(void* arg) {
   auto* queue = static_cast<CommandQueue*>(arg);
   queue->Shutdown(queue->env_, ShutdownReason::kEnvCleanup);
@@ -279,7 +184,7 @@ void CommandQueue::Shutdown(napi_env env, ShutdownReason reason) {
   if (closed_) return;
   closed_ = true;
 
-  std::deque<Job*> unsent;
+  std::deque<PendingCommand*> unsent;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
@@ -293,18 +198,13 @@ void CommandQueue::Shutdown(napi_env env, ShutdownReason reason) {
   }
   threads_.clear();
 
-  for (Job* job : unsent) {
-    std::unique_ptr<Job> owned(job);
+  for (PendingCommand* job : unsent) {
+    std::unique_ptr<PendingCommand> owned(job);
     // Only close() may settle promises; during teardown (or from a finalizer, where no command
     // can be pending) the jobs are dropped and the env frees their references.
     if (reason != ShutdownReason::kClose) continue;
-    try {
-      owned->deferred.Reject(MakeError(Napi::Env(env), kQueueClosed,
-                                       "The SG_IO command queue was closed before this command "
-                                       "was sent.")
-                                 .Value());
-    } catch (...) {
-    }
+    owned->Reject(Napi::Env(env), kQueueClosed,
+                  "The SG_IO command queue was closed before this command was sent.");
     owned->Unpin(env);
     Settled(Napi::Env(env));
   }

@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "pending_command.h"
+
 namespace lba_status {
 
 class CommandQueue : public Napi::ObjectWrap<CommandQueue> {
@@ -41,18 +43,19 @@ class CommandQueue : public Napi::ObjectWrap<CommandQueue> {
   CommandQueue& operator=(const CommandQueue&) = delete;
 
  private:
-  struct Job;
   enum class ShutdownReason { kClose, kEnvCleanup, kDestructor };
 
   static void DeliverCompletion(Napi::Env env, Napi::Function unused, CommandQueue* queue,
-                                Job* job);
-  using Completions = Napi::TypedThreadSafeFunction<CommandQueue, Job, DeliverCompletion>;
+                                PendingCommand* job);
+  using Completions =
+      Napi::TypedThreadSafeFunction<CommandQueue, PendingCommand, DeliverCompletion>;
 
   static void OnEnvCleanup(void* arg);
 
   Napi::Value Execute(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value GetThreads(const Napi::CallbackInfo& info);
+  Napi::Value GetEngine(const Napi::CallbackInfo& info);
 
   void StartThreads(size_t count);
   void WorkerLoop();
@@ -68,8 +71,8 @@ class CommandQueue : public Napi::ObjectWrap<CommandQueue> {
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<Job*> queue_;  // guarded by mutex_
-  bool stopping_ = false;   // guarded by mutex_
+  std::deque<PendingCommand*> queue_;  // guarded by mutex_
+  bool stopping_ = false;              // guarded by mutex_
   std::vector<std::thread> threads_;
   size_t thread_count_ = 0;
 };

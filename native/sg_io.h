@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 //
-// One synchronous SG_IO (sg v3 interface) ioctl, with no policy: the caller supplies every field
-// and gets back what the kernel reported, field by field. Interpretation (errno vs transport vs
-// SCSI status, retries, sense decoding) belongs to the TypeScript layer. This file knows nothing
-// about JavaScript so it can be reviewed and exercised on its own.
+// One SG_IO (sg v3 interface) command, synchronous or through sg's write()/read(), with no policy:
+// the caller supplies every field and gets back what the kernel reported, field by field.
+// Interpretation (errno vs transport vs SCSI status, retries, sense decoding) belongs to the
+// TypeScript layer. This file knows nothing about JavaScript so it can be reviewed and exercised on
+// its own.
 //
 // See: sg(4), ioctl(2), the Linux SCSI Generic HOWTO (SG_IO, struct sg_io_hdr).
 
@@ -53,6 +54,17 @@ struct SgOutcome {
 // with EINTR. Blocks for as long as the device takes (bounded by timeout_ms plus the SCSI error
 // handler's abort time), so it must never run on the JS thread. Never throws.
 SgOutcome RunSgIo(const SgRequest& request) noexcept;
+
+// The sg driver's asynchronous interface (/dev/sgN only): SubmitSg write()s the v3 header, which
+// queues the command and returns at once; the kernel keeps `tag` and hands it back with the
+// outcome when ReceiveSg read()s the completed command. The data and sense buffers must stay
+// valid until then: sg copies data-in and sense into them during that read(). Returns 0 or the
+// errno of the write (EDOM: the fd already has 16 commands outstanding). Never throws.
+int SubmitSg(const SgRequest& request, void* tag) noexcept;
+
+// Reads one completed command (the fd must be O_NONBLOCK). Returns 0 and fills *outcome and
+// *tag, EAGAIN when nothing has completed, or another errno. Never throws.
+int ReceiveSg(int fd, SgOutcome* outcome, void** tag) noexcept;
 
 }  // namespace lba_status
 

@@ -7,6 +7,7 @@ import { type FileHandle, open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
 import {
+  type CommandEngine,
   DataDirection,
   getBinding,
   type LbaStatusColumns,
@@ -53,6 +54,7 @@ import {
 import { SenseKey } from '../scsi/names.js';
 import {
   InvalidArgTypeError,
+  InvalidArgValueError,
   optionalInteger,
   validateAbortSignal,
   validateOneOf,
@@ -71,10 +73,18 @@ export const DEFAULT_TIMEOUT_MS = 60_000;
 /** Options of {@link openDevice}. */
 export interface OpenOptions extends ResolveOptions {
   /**
-   * Dedicated native threads for this device = the most commands in flight at once (default 4,
-   * at most 64). They are not libuv's pool, so scans never starve fs, dns or zlib work.
+   * The most commands in flight at once on this device (default 4, at most 64). Neither engine
+   * uses libuv's thread pool, so scans never starve fs, dns or zlib work.
    */
   queueDepth?: number;
+  /**
+   * How commands reach the kernel (default `'auto'`):
+   * - `'sg-async'`: the sg driver's write()/read() interface polled on the event loop — no
+   *   thread hand-offs, the cheapest per command. `/dev/sgN` only.
+   * - `'threads'`: dedicated native threads running the SG_IO ioctl; works on block nodes too.
+   * - `'auto'`: `'sg-async'` on an sg node, else `'threads'`.
+   */
+  engine?: 'auto' | CommandEngine;
   /** Retry policy for transient conditions (UNIT ATTENTION, BUSY, TASK SET FULL, NOT READY). */
   retry?: RetryPolicy;
   /** Per-command timeout in ms (default 60 000). */
@@ -161,7 +171,15 @@ export interface GetLbaStatusReply extends LbaStatusColumns {
   durationMs: number;
 }
 
-const OPEN_OPTION_KEYS = ['queueDepth', 'retry', 'timeoutMs', 'preferSg', 'sysfsRoot', 'devRoot'];
+const OPEN_OPTION_KEYS = [
+  'queueDepth',
+  'engine',
+  'retry',
+  'timeoutMs',
+  'preferSg',
+  'sysfsRoot',
+  'devRoot',
+];
 
 /**
  * Opens a SCSI device for GET LBA STATUS and friends.
@@ -190,12 +208,13 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
     2 ** 31 - 1,
     DEFAULT_TIMEOUT_MS,
   );
+  const engine = validateOneOf(options.engine ?? 'auto', 'options.engine', ENGINES);
   const resolved = await resolveDevice(path, options);
   const binding = getBinding();
   const handle = await openNode(resolved);
   let queue: NativeCommandQueue | undefined;
   try {
-    queue = binding.createCommandQueue(queueDepth);
+    queue = await createQueue(binding, handle, resolved.path, engine, queueDepth);
     const device = new ScsiDevice(resolved, handle, queue, binding, options.retry ?? {}, timeoutMs);
     await device.probe();
     return device;
@@ -204,6 +223,42 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
     await handle.close();
     throw error;
   }
+}
+
+const ENGINES = ['auto', 'sg-async', 'threads'] as const;
+/** drivers/scsi/sg.c registers its character devices under this major. */
+const SCSI_GENERIC_MAJOR = 21;
+
+/** The major number of a device number as glibc's gnu_dev_major() splits it. */
+function deviceMajor(rdev: number): number {
+  return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
+}
+
+async function createQueue(
+  binding: NativeBinding,
+  handle: FileHandle,
+  path: string,
+  engine: (typeof ENGINES)[number],
+  depth: number,
+): Promise<NativeCommandQueue> {
+  if (engine === 'threads') return binding.createCommandQueue(depth);
+  const stats = await handle.stat();
+  const isSg = stats.isCharacterDevice() && deviceMajor(stats.rdev) === SCSI_GENERIC_MAJOR;
+  if (isSg) {
+    try {
+      return binding.createSgAsyncQueue(handle.fd, depth);
+    } catch (error) {
+      if (engine === 'sg-async') throw error;
+      debug('sg-async engine unavailable on %s (%s); using threads', path, String(error));
+    }
+  } else if (engine === 'sg-async') {
+    throw new InvalidArgValueError(
+      'options.engine',
+      `needs an sg node (/dev/sgN), and ${path} is not one; use 'threads' or 'auto'`,
+      engine,
+    );
+  }
+  return binding.createCommandQueue(depth);
 }
 
 async function openNode(resolved: ResolvedDevice): Promise<FileHandle> {
@@ -279,9 +334,14 @@ export class ScsiDevice {
     return this.#binding;
   }
 
-  /** Dedicated native threads of this device (= commands in flight at most). */
+  /** The most commands this device has in flight at once. */
   get queueDepth(): number {
-    return this.#queue.threads;
+    return this.#queue.depth;
+  }
+
+  /** How commands reach the kernel on this device (see {@link OpenOptions.engine}). */
+  get engine(): CommandEngine {
+    return this.#queue.engine;
   }
 
   get closed(): boolean {
@@ -564,7 +624,7 @@ export class ScsiDevice {
   }
 
   /**
-   * Waits for commands in flight, stops the native threads and closes the node. Idempotent.
+   * Waits for commands in flight, stops the command queue and closes the node. Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {

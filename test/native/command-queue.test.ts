@@ -65,9 +65,9 @@ afterAll(() => {
 
 describe('createCommandQueue', () => {
   it('starts the requested number of threads', () => {
-    expect(queue(1).threads).toBe(1);
-    expect(queue(4).threads).toBe(4);
-    expect(queue(64).threads).toBe(64);
+    expect(queue(1).depth).toBe(1);
+    expect(queue(4).depth).toBe(4);
+    expect(queue(64).depth).toBe(64);
   });
 
   it('rejects thread counts outside 1..64 and non-numbers', () => {
@@ -196,7 +196,7 @@ describe('CommandQueue.execute', () => {
     const rejection = q.execute(devNull, TUR, DataDirection.None, null, new Uint8Array(18), 0);
     await expect(rejection).rejects.toThrow(/closed/);
     await expect(rejection).rejects.toMatchObject({ code: 'ERR_LBA_STATUS_QUEUE_CLOSED' });
-    expect(q.threads).toBe(2);
+    expect(q.depth).toBe(2);
   });
 
   it('settles every command when closed with commands still queued', async () => {

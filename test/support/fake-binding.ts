@@ -319,10 +319,14 @@ export function createFakeBinding(device: FakeDevice): NativeBinding {
     getLbaStatus32Cdb: real.getLbaStatus32Cdb.bind(real),
     parseLbaStatus: real.parseLbaStatus.bind(real),
     allocateAligned: real.allocateAligned.bind(real),
+    createSgAsyncQueue(_fd: number, depth: number): NativeCommandQueue {
+      return { ...this.createCommandQueue(depth), engine: 'sg-async' };
+    },
     createCommandQueue(threads: number): NativeCommandQueue {
       let closed = false;
       return {
-        threads,
+        depth: threads,
+        engine: 'threads',
         close() {
           closed = true;
         },
