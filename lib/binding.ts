@@ -50,7 +50,8 @@ export interface RawSgResult {
 /**
  * How a queue hands commands to the kernel:
  * - `'sg-async'`: the sg driver's write()/read() interface, polled on the event loop — no thread,
- *   one wake-up of the JS thread per completion. `/dev/sgN` only.
+ *   one wake-up of the JS thread per completion. `/dev/sgN` only. The kernel may sleep in the
+ *   submitting write() (frozen request queue, no free tag), blocking the JS thread meanwhile.
  * - `'threads'`: dedicated native threads (not libuv's shared pool) each running the SG_IO ioctl;
  *   works on sg and block nodes.
  */

@@ -7,8 +7,11 @@
 // thread hand-offs for CommandQueue (JS -> worker, ioctl completion -> worker, worker -> JS), which
 // is what dominates per-command cost on fast targets and in virtual machines.
 //
-// Only sg nodes have this interface (block nodes accept SG_IO only as an ioctl); the TS layer
-// picks the engine. sg allows 16 commands outstanding per open file: more are held here and
+// Only sg nodes have this interface (block nodes accept SG_IO only as an ioctl). The price: write()
+// may sleep in the kernel (blk_queue_enter while the request queue is frozen, or waiting for a
+// tag), and then the JS thread sleeps with it; measured in the guest, a frozen queue held it for
+// ~10 s against an in-process target. So it is opt-in (engine 'sg-async'); CommandQueue is the
+// default. sg allows 16 commands outstanding per open file: more are held here and
 // submitted as earlier ones complete.
 //
 // Lifetime: the poll handle keeps the event loop alive only while commands are pending. close()

@@ -78,13 +78,17 @@ export interface OpenOptions extends ResolveOptions {
    */
   queueDepth?: number;
   /**
-   * How commands reach the kernel (default `'auto'`):
-   * - `'sg-async'`: the sg driver's write()/read() interface polled on the event loop — no
-   *   thread hand-offs, the cheapest per command. `/dev/sgN` only.
-   * - `'threads'`: dedicated native threads running the SG_IO ioctl; works on block nodes too.
-   * - `'auto'`: `'sg-async'` on an sg node, else `'threads'`.
+   * How commands reach the kernel (default `'threads'`):
+   * - `'threads'`: dedicated native threads running the SG_IO ioctl. The JS thread never enters
+   *   the kernel for a command, so nothing the device or the block layer does can stall it.
+   * - `'sg-async'`: the sg driver's write()/read() interface polled on the event loop (`/dev/sgN`
+   *   only) — no thread hand-offs, the least CPU per command. But the kernel may put the
+   *   submitting thread to sleep inside write(): while the request queue is frozen (a rescan,
+   *   the disk being probed, a sysfs queue change) or out of tags, until commands in flight
+   *   drain. Use it in a process (or worker_thread) that does nothing else, and never with a
+   *   target served from the same process (it deadlocks until the transport times out).
    */
-  engine?: 'auto' | CommandEngine;
+  engine?: CommandEngine;
   /** Retry policy for transient conditions (UNIT ATTENTION, BUSY, TASK SET FULL, NOT READY). */
   retry?: RetryPolicy;
   /** Per-command timeout in ms (default 60 000). */
@@ -208,7 +212,7 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
     2 ** 31 - 1,
     DEFAULT_TIMEOUT_MS,
   );
-  const engine = validateOneOf(options.engine ?? 'auto', 'options.engine', ENGINES);
+  const engine = validateOneOf(options.engine ?? 'threads', 'options.engine', ENGINES);
   const resolved = await resolveDevice(path, options);
   const binding = getBinding();
   const handle = await openNode(resolved);
@@ -225,7 +229,7 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
   }
 }
 
-const ENGINES = ['auto', 'sg-async', 'threads'] as const;
+const ENGINES = ['threads', 'sg-async'] as const;
 /** drivers/scsi/sg.c registers its character devices under this major. */
 const SCSI_GENERIC_MAJOR = 21;
 
@@ -238,27 +242,19 @@ async function createQueue(
   binding: NativeBinding,
   handle: FileHandle,
   path: string,
-  engine: (typeof ENGINES)[number],
+  engine: CommandEngine,
   depth: number,
 ): Promise<NativeCommandQueue> {
   if (engine === 'threads') return binding.createCommandQueue(depth);
   const stats = await handle.stat();
-  const isSg = stats.isCharacterDevice() && deviceMajor(stats.rdev) === SCSI_GENERIC_MAJOR;
-  if (isSg) {
-    try {
-      return binding.createSgAsyncQueue(handle.fd, depth);
-    } catch (error) {
-      if (engine === 'sg-async') throw error;
-      debug('sg-async engine unavailable on %s (%s); using threads', path, String(error));
-    }
-  } else if (engine === 'sg-async') {
+  if (!stats.isCharacterDevice() || deviceMajor(stats.rdev) !== SCSI_GENERIC_MAJOR) {
     throw new InvalidArgValueError(
       'options.engine',
-      `needs an sg node (/dev/sgN), and ${path} is not one; use 'threads' or 'auto'`,
+      `needs an sg node (/dev/sgN), and ${path} is not one; use 'threads'`,
       engine,
     );
   }
-  return binding.createCommandQueue(depth);
+  return binding.createSgAsyncQueue(handle.fd, depth);
 }
 
 async function openNode(resolved: ResolvedDevice): Promise<FileHandle> {

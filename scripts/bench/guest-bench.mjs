@@ -158,6 +158,19 @@ async function baseline(sg, form, windowBlocks, alloc, reps, inner) {
 // figures 1 + 2 + 6 on one device
 
 async function scanFigures(dev, sg, form, label) {
+  // The same scan through the other engine (SG_IO ioctls on native threads), for comparison.
+  const threadsDev =
+    dev.engine === 'sg-async'
+      ? await openDevice(sg, { queueDepth: 8, engine: 'threads' })
+      : undefined;
+  try {
+    return await scanFiguresWith(dev, threadsDev, sg, form, label);
+  } finally {
+    await threadsDev?.close();
+  }
+}
+
+async function scanFiguresWith(dev, asyncDev, sg, form, label) {
   const { blocks: capacity, blockSize } = await dev.capacity();
   const windowBlocks = Math.floor(2 ** 30 / blockSize);
   const alloc = 32768;
@@ -181,11 +194,16 @@ async function scanFigures(dev, sg, form, label) {
   const lib = [];
   const lib1 = [];
   const c = [];
+  const libAsync = [];
   const steps = [
     async () => lib.push(await scanRep(dev, opts, inner)),
     async () => lib1.push(await scanRep(dev, opts1, inner)),
     async () => c.push(...(await baseline(sg, form, windowBlocks, alloc, 1, inner))),
   ];
+  if (asyncDev) {
+    await scanOnce(asyncDev, opts);
+    steps.push(async () => libAsync.push(await scanRep(asyncDev, opts, inner)));
+  }
   for (let r = 0; r < reps; r++) {
     for (let k = 0; k < steps.length; k++) await steps[(r + k) % steps.length]();
   }
@@ -253,7 +271,14 @@ async function scanFigures(dev, sg, form, label) {
         (median(lib1.map((x, i) => x.ms / c[i].ms)) - 1) * 100,
         1,
       ),
-      libraryOptions: `cdb ${form}, allocation ${alloc}, default concurrency (4 windows; 16-byte: 1), queueDepth 8`,
+      engine: dev.engine,
+      sgAsyncEngineUsPerCommand: asyncDev
+        ? round((median(libAsync.map((x) => x.ms)) * 1000) / inner / one.commands, 1)
+        : undefined,
+      overheadPercentSgAsyncEngine: asyncDev
+        ? round((median(libAsync.map((x) => x.ms)) / inner / cMs - 1) * 100, 1)
+        : undefined,
+      libraryOptions: `cdb ${form}, allocation ${alloc}, default concurrency (4 windows; 16-byte: 1), queueDepth 8, engine ${dev.engine}`,
       scansPerRepetition: inner,
       repetitions: reps,
       libraryRepsMs: lib.map((x) => round(x.ms / inner)),
@@ -357,18 +382,17 @@ function layoutTgt(backing, capacityBytes) {
  * Diagnostics: the scan alone (the extent-finding part of readChanged), the cost of starting a
  * process here (what each dd pays before reading), and one dd over one contiguous span.
  */
-async function readFigure(dev, block, readRegion, readExtents) {
-  const { blockSize } = await dev.capacity();
+async function readFigure(dev, block, { startLba, endLba, form }, readExtents) {
   const { readChanged } = await import(new URL('index.js', dist).href);
   const total = readExtents.reduce((s, e) => s + e.length, 0);
-  const startLba = readRegion / blockSize;
   const libRun = async (concurrency) => {
     const t0 = performance.now();
     let bytes = 0;
     for await (const c of readChanged(dev, {
       startLba,
+      endLba,
       method: 'direct',
-      cdb: 16,
+      cdb: form,
       concurrency,
       reuseBuffers: true,
     }))
@@ -406,7 +430,7 @@ async function readFigure(dev, block, readRegion, readExtents) {
     return performance.now() - t0;
   };
   const scanOnly = async () =>
-    (await scanOnce(dev, { cdb: 16, reportType: 'nonzero', startLba })).ms;
+    (await scanOnce(dev, { cdb: form, reportType: 'nonzero', startLba, endLba })).ms;
   await libRun(4);
   await libRun(1);
   await ddRun();
@@ -452,8 +476,7 @@ async function readFigure(dev, block, readRegion, readExtents) {
     ddSingleSpanMiBps: mbps(median(ddOne)),
     scanOnlyMs: round(median(scans), 1),
     processSpawnMs: round(spawnMs, 1),
-    readChangedOptions:
-      "method 'direct', 1 MiB chunks (default), reuseBuffers (as read and export use it), concurrency 4 (default) and 1, cdb 16 from the read region's first LBA",
+    readChangedOptions: `method 'direct', 1 MiB chunks (default), reuseBuffers (as read and export use it), concurrency 4 (default) and 1, cdb ${form} over the read region`,
     ddOptions: 'one dd bs=1M iflag=direct per extent',
     repetitions: cfg.reps,
     readChanged4RepsMs: lib4.map((x) => round(x, 1)),
@@ -501,7 +524,16 @@ async function tgtFigures(dev, sg, block, layout, capacityBytes) {
   };
   log('read');
   result.figures.readChanged = {
-    tgt: await readFigure(dev, block, layout.readRegion, layout.readExtents),
+    tgt: await readFigure(
+      dev,
+      block,
+      {
+        startLba: layout.readRegion / (await dev.capacity()).blockSize,
+        endLba: undefined,
+        form: 16,
+      },
+      layout.readExtents,
+    ),
   };
 }
 
@@ -692,6 +724,105 @@ async function concurrencyFigure(sim, s) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// device: a real device given with `npm run bench -- --device PATH` (read-only: nothing is
+// written). Figures 1, 2, 6 on the whole device, 3 without added latency (the device's own), 7
+// over its first changed extents.
+
+async function benchDevice() {
+  const dev = await openDevice(cfg.device, { queueDepth: 8 });
+  try {
+    const { blocks: capacity, blockSize } = await dev.capacity();
+    await scanOnce(dev, { cdb: 'auto', reportType: 'nonzero' }); // settles the form
+    const form = dev.glsForm;
+    const sg = dev.path; // the node SG_IO goes through (the sg node when there is one)
+    log(
+      `${cfg.device}: ${dev.path}, ${capacity} blocks of ${blockSize} bytes, GET LBA STATUS(${form})`,
+    );
+    const scan = await scanFigures(dev, sg, form, 'device');
+    result.figures.vsSgUtils = { device: scan.vsSgUtils };
+    result.figures.vsC = { device: scan.vsC };
+    result.diagnostics.device = {
+      ...scan.device,
+      path: cfg.device,
+      sgPath: dev.sgPath,
+      blockPath: dev.blockPath,
+      engine: dev.engine,
+      inquiry: `${dev.inquiry.vendor} ${dev.inquiry.product} ${dev.inquiry.revision}`,
+    };
+    log('event loop');
+    result.figures.eventLoop = {
+      device: {
+        ...(await eventLoopFigure(dev, form, cfg.eventLoopSeconds)),
+        control: await eventLoopControl(dev, sg, form, cfg.eventLoopSeconds),
+      },
+    };
+    log('concurrency');
+    result.figures.concurrency = {
+      device: await deviceConcurrency(dev, form, capacity, blockSize),
+    };
+    log('read');
+    result.figures.readChanged = { device: await deviceRead(dev, form, blockSize) };
+  } finally {
+    await dev.close();
+  }
+}
+
+/** Figure 3 on the device as it is (no added latency); the 16-byte form has no windows. */
+async function deviceConcurrency(dev, form, capacity, blockSize) {
+  if (form !== 32) {
+    return { skipped: 'the 16-byte form has no scan length, so windows cannot overlap' };
+  }
+  const windowBlocks = Math.floor(2 ** 30 / blockSize);
+  const endLba = Math.min(capacity, 128 * windowBlocks);
+  const levels = [1, 2, 4, 8];
+  const times = Object.fromEntries(levels.map((c) => [c, []]));
+  const opts = (c) => ({ cdb: 32, reportType: 'nonzero', concurrency: c, endLba });
+  await scanOnce(dev, opts(4));
+  for (let r = 0; r < cfg.reps; r++) {
+    for (const c of levels) times[c].push((await scanOnce(dev, opts(c))).ms);
+  }
+  const probe = await scanOnce(dev, opts(1));
+  const med = Object.fromEntries(levels.map((c) => [c, median(times[c])]));
+  const best = Math.min(...levels.map((c) => med[c]));
+  return {
+    addedLatencyMs: 0,
+    windows: Math.ceil(endLba / windowBlocks),
+    commands: probe.commands,
+    msByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[c], 1)])),
+    speedupByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[1] / med[c], 2)])),
+    speedupAt4: round(med[1] / med[4], 2),
+    msPerCommandAt1: round(med[1] / probe.commands, 2),
+    recommendedDefault: levels.find((c) => med[c] <= best * 1.1),
+    repetitions: cfg.reps,
+  };
+}
+
+/** Figure 7 over the device's first changed extents, up to a byte and an extent budget. */
+async function deviceRead(dev, form, blockSize) {
+  if (!dev.blockPath) return { skipped: 'no block node for O_DIRECT reads and dd' };
+  const budgetBytes = cfg.deviceReadBytes ?? (cfg.quick ? 64 : 256) * 2 ** 20;
+  const maxExtents = 64; // dd is one process per extent
+  const extents = [];
+  let bytes = 0;
+  for await (const e of dev.changedExtents({ cdb: form })) {
+    extents.push({
+      offset: e.lba * blockSize,
+      length: e.blocks * blockSize,
+      end: e.lba + e.blocks,
+    });
+    bytes += e.blocks * blockSize;
+    if (bytes >= budgetBytes || extents.length >= maxExtents) break;
+  }
+  if (extents.length === 0) return { skipped: 'the device reports no changed (mapped) extents' };
+  const range = {
+    startLba: extents[0].offset / blockSize,
+    endLba: extents[extents.length - 1].end,
+    form,
+  };
+  return readFigure(dev, dev.blockPath, range, extents);
+}
+
+// ---------------------------------------------------------------------------------------------
 
 result.environment = {
   kernel: (await run('uname', ['-r'])).stdout.trim(),
@@ -699,6 +830,7 @@ result.environment = {
 };
 if (cfg.scenario === 'tgt') await benchTgt();
 else if (cfg.scenario === 'sim') await benchSim();
+else if (cfg.scenario === 'device') await benchDevice();
 else throw new Error(`unknown scenario ${cfg.scenario}`);
 writeFileSync(cfg.out, `${JSON.stringify(result, null, 2)}\n`);
 log(`wrote ${cfg.out}`);

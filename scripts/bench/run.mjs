@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 // `npm run bench`: the seven figures of the benchmark (README "Performance").
 //
-//   npm run bench [-- --quick] [-- --json FILE]
+//   npm run bench [-- --quick] [-- --json FILE] [-- --device PATH]
 //
-// On the host: snapshots the build (dist/ and the addon, so a rebuild meanwhile cannot disturb
+// With --device PATH, figures 1-3, 6 and 7 are measured on that device on this host instead (no
+// guest; read-only). On the host: snapshots the build (dist/ and the addon, so a rebuild meanwhile cannot disturb
 // the run), compiles the C baseline (sgio-baseline.c) with cc, measures parsing and memory
 // (host-bench.mjs), then boots one User-Mode Linux guest per scenario (scripts/guest/uml-run.sh)
 // and runs guest-bench.mjs there: `tgt` (tgtd, 64 GiB sparse LUN, thousands of changed extents)
@@ -34,9 +35,20 @@ const quick = args.includes('--quick');
 const jsonIndex = args.indexOf('--json');
 const jsonFile = jsonIndex >= 0 ? args[jsonIndex + 1] : undefined;
 const keep = args.includes('--keep');
-if (args.includes('--help') || (jsonIndex >= 0 && !jsonFile)) {
-  console.log('usage: npm run bench [-- --quick] [-- --json FILE] [-- --keep]');
-  process.exit(jsonIndex >= 0 && !jsonFile ? 2 : 0);
+const deviceIndex = args.indexOf('--device');
+const device = deviceIndex >= 0 ? args[deviceIndex + 1] : undefined;
+const usageError = (jsonIndex >= 0 && !jsonFile) || (deviceIndex >= 0 && !device);
+if (args.includes('--help') || usageError) {
+  console.log(`usage: npm run bench -- [--quick] [--json FILE] [--device PATH] [--keep]
+
+  --quick        fewer repetitions and smaller volumes (CI; under 5 minutes)
+  --json FILE    write every figure, repetition and diagnostic as JSON
+  --device PATH  measure a real device on this host instead of the test guests
+                 (/dev/sdX, /dev/sgN or a symlink; read-only; needs root or the sg node's
+                 permissions, sg3-utils and a C compiler). Use a delta volume attached over
+                 iSCSI to measure what your backups will see.
+  --keep         keep the work directory (snapshots, raw JSON of each scenario)`);
+  process.exit(usageError ? 2 : 0);
 }
 const lock = process.env.LBA_STATUS_BENCH_LOCK ?? '/tmp/guest.lock';
 const haveFlock = (() => {
@@ -173,40 +185,92 @@ async function guest(scenario) {
   );
   return JSON.parse(readFileSync(out, 'utf8'));
 }
-const tgt = await guest('tgt');
-const sim = await guest('sim');
+async function onDevice(path) {
+  const out = join(work, 'device.json');
+  const cfg = join(work, 'device-config.json');
+  writeFileSync(
+    cfg,
+    JSON.stringify({
+      scenario: 'device',
+      device: path,
+      out,
+      baseline,
+      dist: join(pkg, 'dist'),
+      quick,
+      reps: sizes.reps,
+      scanReps: quick ? 3 : 7,
+      eventLoopSeconds: sizes.eventLoopSeconds,
+    }),
+  );
+  log(`device ${path} (read-only)`);
+  await child('node', [join(root, 'scripts/bench/guest-bench.mjs'), cfg], {
+    env: childEnv,
+    prefix: '[device] ',
+  });
+  return JSON.parse(readFileSync(out, 'utf8'));
+}
+
+const results = device ? { device: await onDevice(device) } : { tgt: await guest('tgt') };
+if (!device) results.sim = await guest('sim');
 
 // ---------------------------------------------------------------------------------------------
 // 4. figures, table, JSON
 
+/** figure key -> { scenario -> that scenario's numbers }, over every scenario that measured it. */
+const measured = {};
+for (const r of Object.values(results)) {
+  for (const [key, byScenario] of Object.entries(r.figures)) {
+    for (const [name, value] of Object.entries(byScenario)) {
+      if (value?.skipped) {
+        log(`figure ${key} on ${name} skipped: ${value.skipped}`);
+        continue;
+      }
+      measured[key] ??= {};
+      measured[key][name] = value;
+    }
+  }
+}
 const f = (x, d = 1) => (x === undefined ? '–' : Number(x).toFixed(d));
+/** One figure: its scenarios' numbers, the headline number of each, met when every one is. */
+function figure(number, target, key, pickHeadline, meets, extra = {}) {
+  const byScenario = measured[key] ?? {};
+  const headline = Object.fromEntries(
+    Object.entries(byScenario).map(([name, v]) => [name, pickHeadline(v)]),
+  );
+  const values = Object.values(headline);
+  return {
+    figure: number,
+    target,
+    headline,
+    met: values.length > 0 && values.every(meets),
+    ...extra,
+    ...byScenario,
+  };
+}
 const figures = {
-  scanVsSgUtils: {
-    figure: 1,
-    target: '>= 20x faster',
-    headline: { tgt: tgt.figures.vsSgUtils.tgt.speedup, sim: sim.figures.vsSgUtils.sim.speedup },
-    met: tgt.figures.vsSgUtils.tgt.speedup >= 20 && sim.figures.vsSgUtils.sim.speedup >= 20,
-    tgt: tgt.figures.vsSgUtils.tgt,
-    sim: sim.figures.vsSgUtils.sim,
-  },
-  scanVsC: {
-    figure: 2,
-    target: '<= 10% overhead',
-    headline: {
-      tgt: tgt.figures.vsC.tgt.overheadPercent,
-      sim: sim.figures.vsC.sim.overheadPercent,
-    },
-    met: tgt.figures.vsC.tgt.overheadPercent <= 10 && sim.figures.vsC.sim.overheadPercent <= 10,
-    tgt: tgt.figures.vsC.tgt,
-    sim: sim.figures.vsC.sim,
-  },
-  concurrency: {
-    figure: 3,
-    target: '>= 3x at 4 windows in flight (2 ms added per command)',
-    headline: { sim: sim.figures.concurrency.sim.speedupAt4 },
-    met: sim.figures.concurrency.sim.speedupAt4 >= 3,
-    sim: sim.figures.concurrency.sim,
-  },
+  scanVsSgUtils: figure(
+    1,
+    '>= 20x faster',
+    'vsSgUtils',
+    (v) => v.speedup,
+    (x) => x >= 20,
+  ),
+  scanVsC: figure(
+    2,
+    '<= 10% overhead',
+    'vsC',
+    (v) => v.overheadPercent,
+    (x) => x <= 10,
+  ),
+  concurrency: figure(
+    3,
+    device
+      ? '>= 3x at 4 windows in flight (the device as it is, no added latency)'
+      : '>= 3x at 4 windows in flight (2 ms added per command)',
+    'concurrency',
+    (v) => v.speedupAt4,
+    (x) => x >= 3,
+  ),
   parsing: {
     figure: 4,
     target: '>= 50 M descriptors/s',
@@ -224,22 +288,22 @@ const figures = {
     met: memory.batch.bytesPerExtent <= 32,
     host: memory,
   },
-  eventLoop: {
-    figure: 6,
-    target: 'p99 < 10 ms',
-    headline: { tgt: tgt.figures.eventLoop.tgt.p99Ms, sim: sim.figures.eventLoop.sim.p99Ms },
-    met: tgt.figures.eventLoop.tgt.p99Ms < 10,
-    tgt: tgt.figures.eventLoop.tgt,
-    sim: sim.figures.eventLoop.sim,
-  },
-  readChanged: {
-    figure: 7,
-    target: '>= 90% of dd iflag=direct',
-    headline: { tgt: tgt.figures.readChanged.tgt.percentOfDd },
-    met: tgt.figures.readChanged.tgt.percentOfDd >= 90,
-    tgt: tgt.figures.readChanged.tgt,
-  },
+  eventLoop: figure(
+    6,
+    'p99 < 10 ms',
+    'eventLoop',
+    (v) => v.p99Ms,
+    (x) => x < 10,
+  ),
+  readChanged: figure(
+    7,
+    '>= 90% of dd iflag=direct',
+    'readChanged',
+    (v) => v.percentOfDd,
+    (x) => x >= 90,
+  ),
 };
+const first = Object.values(results)[0];
 const report = {
   version: 1,
   date: new Date().toISOString(),
@@ -249,32 +313,48 @@ const report = {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model,
     hostKernel: release(),
-    guestKernel: tgt.environment.kernel,
+    guestKernel: device ? undefined : first.environment.kernel,
     node: process.version,
-    guest:
-      'User-Mode Linux (1 guest CPU), target (its own process) and initiator in the same guest',
+    guest: device
+      ? undefined
+      : 'User-Mode Linux (1 guest CPU), target (its own process) and initiator in the same guest',
+    device,
   },
   figures,
-  diagnostics: { tgt: tgt.diagnostics.tgt, sim: sim.diagnostics.sim },
+  diagnostics: Object.fromEntries(
+    Object.entries(results).map(([name, r]) => [name, r.diagnostics[name]]),
+  ),
 };
 
+const each = (fig, fmt) =>
+  Object.entries(fig)
+    .filter(([k]) => k in results)
+    .map(([name, v]) => `${name} ${fmt(v)}`)
+    .join(', ') || 'skipped';
 const rows = [
   [
     '1 scan vs sg_get_lba_status loop',
     '≥ 20×',
-    `tgt ${f(figures.scanVsSgUtils.headline.tgt)}×, sim ${f(figures.scanVsSgUtils.headline.sim)}×`,
+    each(figures.scanVsSgUtils, (v) => `${f(v.speedup)}×`),
     figures.scanVsSgUtils.met,
   ],
   [
     '2 overhead vs C SG_IO loop',
     '≤ 10 %',
-    `tgt ${f(figures.scanVsC.headline.tgt)} %, sim ${f(figures.scanVsC.headline.sim)} % (1 in flight: ${f(figures.scanVsC.sim.overheadPercentOneInFlight)} %)`,
+    each(
+      figures.scanVsC,
+      (v) =>
+        `${f(v.overheadPercent)} % (1 in flight: ${f(v.overheadPercentOneInFlight)} %${v.overheadPercentSgAsyncEngine === undefined ? '' : `; sg-async engine: ${f(v.overheadPercentSgAsyncEngine)} %`})`,
+    ),
     figures.scanVsC.met,
   ],
   [
     '3 speedup, 4 windows in flight',
     '≥ 3×',
-    `${f(figures.concurrency.headline.sim, 2)}× (best default: ${figures.concurrency.sim.recommendedDefault})`,
+    each(
+      figures.concurrency,
+      (v) => `${f(v.speedupAt4, 2)}× (best default: ${v.recommendedDefault})`,
+    ),
     figures.concurrency.met,
   ],
   [
@@ -292,19 +372,27 @@ const rows = [
   [
     '6 p99 event-loop delay',
     '< 10 ms',
-    `tgt ${f(figures.eventLoop.headline.tgt)} ms (idle process beside C scan ${f(figures.eventLoop.tgt.control?.idleWhileCScans.p99Ms)}, alone ${f(figures.eventLoop.tgt.control?.idleNoLoad.p99Ms)}), sim ${f(figures.eventLoop.headline.sim)} ms`,
+    each(
+      figures.eventLoop,
+      (v) =>
+        `${f(v.p99Ms)} ms (idle process beside C scan ${f(v.control?.idleWhileCScans.p99Ms)}, alone ${f(v.control?.idleNoLoad.p99Ms)})`,
+    ),
     figures.eventLoop.met,
   ],
   [
     '7 readChanged vs dd',
     '≥ 90 %',
-    `${f(figures.readChanged.headline.tgt)} % at 4 in flight, ${f(figures.readChanged.tgt.percentOfDdOneInFlight)} % at 1 (${f(figures.readChanged.tgt.readChangedMiBps)}/${f(figures.readChanged.tgt.readChangedOneInFlightMiBps)} vs ${f(figures.readChanged.tgt.ddMiBps)} MiB/s)`,
+    each(
+      figures.readChanged,
+      (v) =>
+        `${f(v.percentOfDd)} % at 4 in flight, ${f(v.percentOfDdOneInFlight)} % at 1 (${f(v.readChangedMiBps)}/${f(v.readChangedOneInFlightMiBps)} vs ${f(v.ddMiBps)} MiB/s)`,
+    ),
     figures.readChanged.met,
   ],
 ];
 const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => String(r[i]).length), 6));
 console.log(
-  `\nlba-status benchmark${quick ? ' (quick)' : ''}, ${report.date}, ${report.machine.cpus} CPUs, Node ${process.version}, UML guest ${report.machine.guestKernel}`,
+  `\nlba-status benchmark${quick ? ' (quick)' : ''}, ${report.date}, ${report.machine.cpus} CPUs, Node ${process.version}, ${device ? `device ${device}, kernel ${release()}` : `UML guest ${report.machine.guestKernel}`}`,
 );
 console.log(`${'figure'.padEnd(w[0])}  ${'target'.padEnd(w[1])}  ${'measured'.padEnd(w[2])}  met`);
 for (const r of rows)

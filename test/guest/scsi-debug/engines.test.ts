@@ -1,6 +1,5 @@
-// Both command engines on a real kernel: 'sg-async' (the sg driver's write()/read() interface
-// polled on the event loop, the default on sg nodes) and 'threads' (SG_IO ioctls on dedicated
-// threads). Same answers, more commands in flight than sg's 16 per open file, SCSI errors, and a
+// Both command engines on a real kernel: 'threads' (SG_IO ioctls on dedicated threads, the
+// default) and 'sg-async' (the sg driver's write()/read() interface polled on the event loop). Same answers, more commands in flight than sg's 16 per open file, SCSI errors, and a
 // device that disappears with commands in flight.
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -29,14 +28,16 @@ async function openFds(): Promise<number> {
 }
 
 describe(`command engines on scsi_debug (${s.name})`, () => {
-  it("picks 'sg-async' on the sg node and 'threads' on the block node", async () => {
+  it("uses 'threads' unless told otherwise; 'sg-async' needs the sg node", async () => {
     await using viaSg = await openDevice(s.sg);
-    expect(viaSg.engine).toBe('sg-async');
-    await using viaBlock = await openDevice(s.block, { preferSg: false });
-    expect(viaBlock.engine).toBe('threads');
+    expect(viaSg.engine).toBe('threads');
+    await using asyncSg = await openDevice(s.sg, { engine: 'sg-async' });
+    expect(asyncSg.engine).toBe('sg-async');
+    const fds = await openFds();
     await expect(
       openDevice(s.block, { preferSg: false, engine: 'sg-async' }),
     ).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(await openFds()).toBe(fds);
   });
 
   it('reports exactly the written pattern with either engine', async () => {
@@ -48,7 +49,7 @@ describe(`command engines on scsi_debug (${s.name})`, () => {
   });
 
   it('runs 64 commands in flight (sg takes 16 per open file; the rest wait natively)', async () => {
-    await using device = await openDevice(s.sg, { queueDepth: 64 });
+    await using device = await openDevice(s.sg, { queueDepth: 64, engine: 'sg-async' });
     const expected = (await device.execute(INQUIRY, { dataInLength: 96 })).data;
     const results = await Promise.all(
       Array.from({ length: 200 }, () => device.execute(INQUIRY, { dataInLength: 96 })),
@@ -78,7 +79,11 @@ describe(`command engines on scsi_debug (${s.name})`, () => {
     const name = sg!.slice('/dev/'.length);
     const deletePath = join('/sys/class/scsi_generic', name, 'device/delete');
     const fds = await openFds();
-    const device = await openDevice(sg!, { queueDepth: 8, retry: { attempts: 1 } });
+    const device = await openDevice(sg!, {
+      queueDepth: 8,
+      retry: { attempts: 1 },
+      engine: 'sg-async',
+    });
     expect(device.engine).toBe('sg-async');
     // Keep commands in flight continuously, then delete the device under them.
     const hammer = (async () => {
