@@ -61,7 +61,13 @@ import {
   validateOptionKeys,
 } from '../validate.js';
 import { classifyOutcome, type RetryPolicy, retryDelay } from './execute.js';
-import { type ResolvedDevice, type ResolveOptions, resolveDevice } from './resolve.js';
+import {
+  type ResolvedDevice,
+  type ResolveOptions,
+  resolveDevice,
+  SG_MAJOR,
+  splitDev,
+} from './resolve.js';
 
 const debug = debuglog('lba-status');
 
@@ -230,13 +236,6 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
 }
 
 const ENGINES = ['threads', 'sg-async'] as const;
-/** drivers/scsi/sg.c registers its character devices under this major. */
-const SCSI_GENERIC_MAJOR = 21;
-
-/** The major number of a device number as glibc's gnu_dev_major() splits it. */
-function deviceMajor(rdev: number): number {
-  return ((rdev >>> 8) & 0xfff) | (Math.floor(rdev / 2 ** 32) & ~0xfff);
-}
 
 async function createQueue(
   binding: NativeBinding,
@@ -247,7 +246,7 @@ async function createQueue(
 ): Promise<NativeCommandQueue> {
   if (engine === 'threads') return binding.createCommandQueue(depth);
   const stats = await handle.stat();
-  if (!stats.isCharacterDevice() || deviceMajor(stats.rdev) !== SCSI_GENERIC_MAJOR) {
+  if (!stats.isCharacterDevice() || splitDev(stats.rdev).major !== SG_MAJOR) {
     throw new InvalidArgValueError(
       'options.engine',
       `needs an sg node (/dev/sgN), and ${path} is not one; use 'threads'`,

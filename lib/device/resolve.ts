@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { DeviceSystemError } from '../errors.js';
 
 /** Linux major number of the sg driver's character devices. */
-const SG_MAJOR = 21;
+export const SG_MAJOR = 21;
 
 /** The nodes that belong to one SCSI logical unit. */
 export interface ResolvedDevice {
@@ -46,7 +46,7 @@ export class NotWholeDiskError extends Error {
   }
 }
 
-function splitDev(rdev: number): { major: number; minor: number } {
+export function splitDev(rdev: number): { major: number; minor: number } {
   // glibc's gnu_dev_major/minor encoding of a 64-bit dev_t.
   const high = Math.floor(rdev / 2 ** 32);
   const low = rdev >>> 0;

@@ -158,15 +158,16 @@ async function baseline(sg, form, windowBlocks, alloc, reps, inner) {
 // figures 1 + 2 + 6 on one device
 
 async function scanFigures(dev, sg, form, label) {
-  // The same scan through the other engine (SG_IO ioctls on native threads), for comparison.
-  const threadsDev =
-    dev.engine === 'sg-async'
-      ? await openDevice(sg, { queueDepth: 8, engine: 'threads' })
+  // The same scan through the opt-in engine (sg's write()/read() on the event loop, no thread
+  // hand-offs), for comparison: what the threads cost per command.
+  const asyncDev =
+    dev.path === dev.sgPath
+      ? await openDevice(sg, { queueDepth: 8, engine: 'sg-async' })
       : undefined;
   try {
-    return await scanFiguresWith(dev, threadsDev, sg, form, label);
+    return await scanFiguresWith(dev, asyncDev, sg, form, label);
   } finally {
-    await threadsDev?.close();
+    await asyncDev?.close();
   }
 }
 
@@ -827,6 +828,8 @@ async function deviceRead(dev, form, blockSize) {
 result.environment = {
   kernel: (await run('uname', ['-r'])).stdout.trim(),
   node: process.version,
+  // what one system call costs here: the unit figure 2's per-command overhead is made of
+  syscallCost: JSON.parse((await run(cfg.baseline, ['--syscall-cost'])).stdout),
 };
 if (cfg.scenario === 'tgt') await benchTgt();
 else if (cfg.scenario === 'sim') await benchSim();

@@ -319,6 +319,10 @@ const report = {
       ? undefined
       : 'User-Mode Linux (1 guest CPU), target (its own process) and initiator in the same guest',
     device,
+    syscallCost: {
+      host: JSON.parse(execFileSync(baseline, ['--syscall-cost'], { encoding: 'utf8' })),
+      ...(device ? {} : { guest: first.environment.syscallCost }),
+    },
   },
   figures,
   diagnostics: Object.fromEntries(
@@ -393,6 +397,10 @@ const rows = [
 const w = [0, 1, 2].map((i) => Math.max(...rows.map((r) => String(r[i]).length), 6));
 console.log(
   `\nlba-status benchmark${quick ? ' (quick)' : ''}, ${report.date}, ${report.machine.cpus} CPUs, Node ${process.version}, ${device ? `device ${device}, kernel ${release()}` : `UML guest ${report.machine.guestKernel}`}`,
+);
+const cost = report.machine.syscallCost;
+console.log(
+  `system call cost: host getppid ${cost.host.getppidNs} ns, clock_gettime ${cost.host.clockGettimeNs} ns${cost.guest ? `; guest getppid ${cost.guest.getppidNs} ns, clock_gettime ${cost.guest.clockGettimeNs} ns` : ''}`,
 );
 console.log(`${'figure'.padEnd(w[0])}  ${'target'.padEnd(w[1])}  ${'measured'.padEnd(w[2])}  met`);
 for (const r of rows)
