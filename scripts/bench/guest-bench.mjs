@@ -830,6 +830,15 @@ result.environment = {
   node: process.version,
   // what one system call costs here: the unit figure 2's per-command overhead is made of
   syscallCost: JSON.parse((await run(cfg.baseline, ['--syscall-cost'])).stdout),
+  roundTrip: JSON.parse(
+    (
+      await run(process.execPath, [
+        new URL('host-bench.mjs', import.meta.url).pathname,
+        'roundtrip',
+        cfg.quick ? '200' : '1000',
+      ])
+    ).stdout,
+  ),
 };
 if (cfg.scenario === 'tgt') await benchTgt();
 else if (cfg.scenario === 'sim') await benchSim();

@@ -1,10 +1,13 @@
-// The host half of `npm run bench` (no device needed): figure 4 (parsing) and figure 5 (memory).
+// The host half of `npm run bench` (no device needed): figure 4 (parsing) and figure 5 (memory),
+// and figure 2's units (also run in the guest by guest-bench.mjs).
 //
 //   node scripts/bench/host-bench.mjs parse SECONDS            -> JSON on stdout
 //   node --expose-gc scripts/bench/host-bench.mjs memory batch|object EXTENTS  -> JSON on stdout
+//   node scripts/bench/host-bench.mjs roundtrip N              -> JSON on stdout
 //
 // The addon comes from LBA_STATUS_NATIVE_PATH (run.mjs points it at a snapshot of the build),
 // else build/Release/lba_status.node.
+import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
 
 const require = createRequire(import.meta.url);
@@ -222,9 +225,47 @@ function memoryFigure(mode, extents) {
   };
 }
 
+/**
+ * Figure 2's units, without a device: one event-loop turn (a setImmediate round trip) and one
+ * command's round trip through the threads engine with no device time in it (SG_IO on /dev/null
+ * fails at once with ENOTTY: JS -> native thread -> ioctl -> JS). Medians of 5 runs of N each.
+ */
+async function roundTrip(n) {
+  const fd = openSync('/dev/null', 'r');
+  const queue = binding.createCommandQueue(1);
+  const cdb = new Uint8Array(6);
+  const sense = new Uint8Array(96);
+  const loopTurn = [];
+  const command = [];
+  try {
+    for (let r = 0; r < 6; r++) {
+      let t0 = performance.now();
+      for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
+      const turn = ((performance.now() - t0) * 1000) / n;
+      t0 = performance.now();
+      for (let i = 0; i < n; i++) await queue.execute(fd, cdb, 0, null, sense, 1000);
+      const trip = ((performance.now() - t0) * 1000) / n;
+      if (r > 0) {
+        loopTurn.push(turn); // the first run warms up
+        command.push(trip);
+      }
+    }
+  } finally {
+    queue.close();
+    closeSync(fd);
+  }
+  const med = (xs) => Math.round([...xs].sort((x, y) => x - y)[xs.length >> 1] * 10) / 10;
+  return { eventLoopTurnUs: med(loopTurn), threadsEngineRoundTripUs: med(command), perRun: n };
+}
+
 const [what, a, b] = process.argv.slice(2);
 let out;
 if (what === 'parse') out = parseFigure(Number(a ?? 1), Number(b ?? 5));
 else if (what === 'memory') out = memoryFigure(a, Number(b ?? 1_000_000));
-else throw new Error('usage: host-bench.mjs parse SECONDS REPS | memory batch|object EXTENTS');
+else if (what === 'roundtrip') out = await roundTrip(Number(a ?? 2000));
+else {
+  throw new Error(
+    'usage: host-bench.mjs parse SECONDS REPS | memory batch|object EXTENTS | roundtrip N',
+  );
+}
 process.stdout.write(`${JSON.stringify(out)}\n`);

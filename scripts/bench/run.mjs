@@ -137,6 +137,10 @@ const parse = JSON.parse(
     env: childEnv,
   }),
 );
+log('figure 2 units: event-loop turn, command round trip');
+const roundTrip = JSON.parse(
+  await child('node', [hostBench, 'roundtrip', quick ? '500' : '2000'], { env: childEnv }),
+);
 log('figure 5: memory');
 const memory = {};
 for (const mode of ['batch', 'object']) {
@@ -323,6 +327,7 @@ const report = {
       host: JSON.parse(execFileSync(baseline, ['--syscall-cost'], { encoding: 'utf8' })),
       ...(device ? {} : { guest: first.environment.syscallCost }),
     },
+    roundTrip: { host: roundTrip, ...(device ? {} : { guest: first.environment.roundTrip }) },
   },
   figures,
   diagnostics: Object.fromEntries(
@@ -401,6 +406,10 @@ console.log(
 const cost = report.machine.syscallCost;
 console.log(
   `system call cost: host getppid ${cost.host.getppidNs} ns, clock_gettime ${cost.host.clockGettimeNs} ns${cost.guest ? `; guest getppid ${cost.guest.getppidNs} ns, clock_gettime ${cost.guest.clockGettimeNs} ns` : ''}`,
+);
+const trip = report.machine.roundTrip;
+console.log(
+  `event-loop turn / command round trip (no device): host ${trip.host.eventLoopTurnUs} / ${trip.host.threadsEngineRoundTripUs} µs${trip.guest ? `; guest ${trip.guest.eventLoopTurnUs} / ${trip.guest.threadsEngineRoundTripUs} µs` : ''}`,
 );
 console.log(`${'figure'.padEnd(w[0])}  ${'target'.padEnd(w[1])}  ${'measured'.padEnd(w[2])}  met`);
 for (const r of rows)

@@ -57,4 +57,16 @@ describe('openDevice on bad input', () => {
       code: 'ERR_OUT_OF_RANGE',
     });
   });
+
+  it("checks the engine: unknown names, and 'sg-async' on a node that is not /dev/sgN", async () => {
+    await expect(openDevice('/dev/null', { engine: 'uring' as never })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: /"threads", "sg-async"/,
+    });
+    const before = fdCount();
+    // /dev/null is a character device, but not sg's (major 1, not 21): refused before any command.
+    const error = await openDevice('/dev/null', { engine: 'sg-async' }).catch((e: unknown) => e);
+    expect(error).toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: /needs an sg node/ });
+    expect(fdCount()).toBe(before);
+  });
 });
