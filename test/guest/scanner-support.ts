@@ -1,8 +1,15 @@
 // Shared pieces of the scanner's guest tests (scsi_debug and tgt): a pattern of written ranges
 // and how to compare the library with sg_get_lba_status command by command.
-import { expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 import type { ScsiDevice } from '../../lib/index.js';
-import { type BlockRange, sgGetLbaStatus } from './support/index.js';
+import {
+  type BlockRange,
+  type Scenario,
+  sgGetLbaStatus,
+  testUnitReady,
+  unmap,
+  writePattern,
+} from './support/index.js';
 
 /** Ranges aligned to 8 blocks (scsi_debug granules of 8, tgt's 4 KiB holes with 512-byte LBAs). */
 export function patternRanges(capacity: number): BlockRange[] {
@@ -17,6 +24,21 @@ export function patternRanges(capacity: number): BlockRange[] {
     { lba: capacity - 16, blocks: 16 },
   ];
   return candidates.filter((r) => r.lba % unit === 0 && r.lba + r.blocks <= capacity);
+}
+
+/**
+ * scsi_debug: registers hooks that write `ranges` onto a fully unmapped disk before the file's
+ * tests and unmap the whole disk after them.
+ */
+export function useWrittenPattern(s: Scenario, ranges: readonly BlockRange[]): void {
+  beforeAll(async () => {
+    await testUnitReady(s.sg);
+    await unmap(s.sg, 0, s.capacityBlocks);
+    await writePattern(s.block, s.blockSize, ranges);
+  });
+  afterAll(async () => {
+    await unmap(s.sg, 0, s.capacityBlocks);
+  });
 }
 
 /** Merges touching ranges into [start, end) pairs. */

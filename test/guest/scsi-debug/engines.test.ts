@@ -4,23 +4,16 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DeviceSystemError, openDevice, ScsiError, TransportError } from '../../../lib/index.js';
-import { merged, patternRanges, scannedChanged } from '../scanner-support.js';
-import { scenario, testUnitReady, unmap, writePattern } from '../support/index.js';
+import { merged, patternRanges, scannedChanged, useWrittenPattern } from '../scanner-support.js';
+import { scenario } from '../support/index.js';
 
 const s = scenario();
 const ranges = patternRanges(s.capacityBlocks);
 const INQUIRY = Uint8Array.from([0x12, 0, 0, 0, 96, 0]);
 
-beforeAll(async () => {
-  await testUnitReady(s.sg);
-  await unmap(s.sg, 0, s.capacityBlocks);
-  await writePattern(s.block, s.blockSize, ranges);
-});
-afterAll(async () => {
-  await unmap(s.sg, 0, s.capacityBlocks);
-});
+useWrittenPattern(s, ranges);
 
 /** Open file descriptors of this process (to prove nothing leaks). */
 async function openFds(): Promise<number> {

@@ -5,23 +5,22 @@ import { mkdtempSync, readdirSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { openDevice, ScsiError } from '../../../lib/index.js';
-import { agreeWithOracle, merged, patternRanges, scannedChanged } from '../scanner-support.js';
-import { run, scenario, testUnitReady, unmap, writePattern } from '../support/index.js';
+import {
+  agreeWithOracle,
+  merged,
+  patternRanges,
+  scannedChanged,
+  useWrittenPattern,
+} from '../scanner-support.js';
+import { run, scenario, unmap, writePattern } from '../support/index.js';
 
 const s = scenario();
 const ranges = patternRanges(s.capacityBlocks);
 const cli = join(process.cwd(), 'dist/cli.js');
 
-beforeAll(async () => {
-  await testUnitReady(s.sg);
-  await unmap(s.sg, 0, s.capacityBlocks);
-  await writePattern(s.block, s.blockSize, ranges);
-});
-afterAll(async () => {
-  await unmap(s.sg, 0, s.capacityBlocks);
-});
+useWrittenPattern(s, ranges);
 
 describe(`scanner on scsi_debug (${s.name}, ${s.blockSize}-byte blocks)`, () => {
   it('identifies the device through the sg node and maps the block node to it', async () => {
