@@ -694,34 +694,42 @@ async function simFigures(sim, s) {
 
 async function concurrencyFigure(sim, s) {
   await withLun(sim, async (dev) => {
-    const levels = [1, 2, 4, 8];
-    const times = Object.fromEntries(levels.map((c) => [c, []]));
-    const opts = (c) => ({ cdb: 32, concurrency: c, endLba: s.latencyWindows * 2 ** 21 });
-    await scanOnce(dev, opts(4));
-    for (let r = 0; r < cfg.reps; r++) {
-      for (const c of levels) times[c].push((await scanOnce(dev, opts(c))).ms);
-    }
-    const probe = await scanOnce(dev, opts(1));
-    const med = Object.fromEntries(levels.map((c) => [c, median(times[c])]));
-    // The default worth having: the smallest level within 10% of the fastest.
-    const best = Math.min(...levels.map((c) => med[c]));
-    const recommended = levels.find((c) => med[c] <= best * 1.1);
     result.figures.concurrency = {
       sim: {
         addedLatencyMs: 2,
         windows: s.latencyWindows,
-        commands: probe.commands,
-        msByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[c], 1)])),
-        speedupByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[1] / med[c], 2)])),
-        speedupAt4: round(med[1] / med[4], 2),
-        msPerCommandAt1: round(med[1] / probe.commands, 2),
-        recommendedDefault: recommended,
-        repetitions: cfg.reps,
+        ...(await measureConcurrency(dev, { cdb: 32, endLba: s.latencyWindows * 2 ** 21 })),
         target:
           '`lba-status sim serve --fault latency:ms=2,p=1,on=get-lba-status` in its own process',
       },
     };
   });
+}
+
+/**
+ * Full scans with 1, 2, 4 and 8 windows in flight, rotating, `cfg.reps` times; medians, speedups
+ * and the default worth having (the smallest level within 10 % of the fastest).
+ */
+async function measureConcurrency(dev, scanOptions) {
+  const levels = [1, 2, 4, 8];
+  const times = Object.fromEntries(levels.map((c) => [c, []]));
+  const opts = (c) => ({ ...scanOptions, concurrency: c });
+  await scanOnce(dev, opts(4));
+  for (let r = 0; r < cfg.reps; r++) {
+    for (const c of levels) times[c].push((await scanOnce(dev, opts(c))).ms);
+  }
+  const probe = await scanOnce(dev, opts(1));
+  const med = Object.fromEntries(levels.map((c) => [c, median(times[c])]));
+  const best = Math.min(...levels.map((c) => med[c]));
+  return {
+    commands: probe.commands,
+    msByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[c], 1)])),
+    speedupByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[1] / med[c], 2)])),
+    speedupAt4: round(med[1] / med[4], 2),
+    msPerCommandAt1: round(med[1] / probe.commands, 2),
+    recommendedDefault: levels.find((c) => med[c] <= best * 1.1),
+    repetitions: cfg.reps,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -775,26 +783,10 @@ async function deviceConcurrency(dev, form, capacity, blockSize) {
   }
   const windowBlocks = Math.floor(2 ** 30 / blockSize);
   const endLba = Math.min(capacity, 128 * windowBlocks);
-  const levels = [1, 2, 4, 8];
-  const times = Object.fromEntries(levels.map((c) => [c, []]));
-  const opts = (c) => ({ cdb: 32, reportType: 'nonzero', concurrency: c, endLba });
-  await scanOnce(dev, opts(4));
-  for (let r = 0; r < cfg.reps; r++) {
-    for (const c of levels) times[c].push((await scanOnce(dev, opts(c))).ms);
-  }
-  const probe = await scanOnce(dev, opts(1));
-  const med = Object.fromEntries(levels.map((c) => [c, median(times[c])]));
-  const best = Math.min(...levels.map((c) => med[c]));
   return {
     addedLatencyMs: 0,
     windows: Math.ceil(endLba / windowBlocks),
-    commands: probe.commands,
-    msByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[c], 1)])),
-    speedupByConcurrency: Object.fromEntries(levels.map((c) => [c, round(med[1] / med[c], 2)])),
-    speedupAt4: round(med[1] / med[4], 2),
-    msPerCommandAt1: round(med[1] / probe.commands, 2),
-    recommendedDefault: levels.find((c) => med[c] <= best * 1.1),
-    repetitions: cfg.reps,
+    ...(await measureConcurrency(dev, { cdb: 32, reportType: 'nonzero', endLba })),
   };
 }
 
