@@ -49,8 +49,9 @@ export interface ReadChangedOptions
   /** Windows scanned at once while finding the extents (default 1). */
   scanConcurrency?: number;
   /**
-   * Largest transfer in bytes (default 1 MiB), lowered to the device's maximum transfer length
-   * (VPD B0h, sysfs max_sectors_kb) and aligned to the change block size.
+   * Largest transfer in bytes (default 1 MiB), aligned to the change block size; for SG_IO reads
+   * also lowered to the device's maximum transfer length (VPD B0h, sysfs max_sectors_kb) — an
+   * O_DIRECT read is split by the block layer instead.
    */
   chunkSize?: number;
   /**
@@ -232,12 +233,14 @@ export async function* readChanged(
   }))
     extents.push(extent);
   onExtents?.(extents);
-  const limit = Math.min(wanted, await maxTransferBytes(device, blockSize));
+  const useDirect = method === 'direct' || (method === 'auto' && device.blockPath !== undefined);
+  // SG_IO passes a transfer to the device as one command, so it must fit the device's and the
+  // queue's limits; an O_DIRECT pread is split by the block layer itself, like dd's.
+  const limit = useDirect ? wanted : Math.min(wanted, await maxTransferBytes(device, blockSize));
   const unit = changeBlockSize <= limit ? changeBlockSize : blockSize;
   const chunkBytes = Math.max(blockSize, Math.floor(limit / unit) * unit);
   const totalBytes = extents.reduce((sum, e) => sum + e.length, 0);
 
-  const useDirect = method === 'direct' || (method === 'auto' && device.blockPath !== undefined);
   const direct = useDirect ? await directReader(device) : undefined;
   const read = direct?.read ?? sgReader(device, signal);
   // O_DIRECT needs buffers aligned to the block size (and the page, for every kernel path).
