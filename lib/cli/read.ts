@@ -16,7 +16,7 @@ import {
 } from '../read/export.js';
 import { type ReadProgress, readChanged } from '../read/reader.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { ExitCode, formatBytes, formatDuration, guarded, parseCount } from './util.js';
+import { ExitCode, formatBytes, formatDuration, guarded, parseCount, parseEngine } from './util.js';
 
 const READ_HELP = `Usage: lba-status read DEVICE --out FILE [options]
 
@@ -33,6 +33,7 @@ Options:
   --chunk-size N           largest read (default 1M, capped by the device's maximum transfer)
   --checksum sha256        print {"offset","length","sha256"} per chunk as ndjson on stdout
   --method auto|direct|sg  O_DIRECT from the block node, or SG_IO READ(16) (default auto)
+  --engine threads|sg-async  how SCSI commands reach the kernel (default threads; see scan)
   --no-progress            no progress bar (shown only when stderr is a terminal)
 
 Examples:
@@ -49,7 +50,8 @@ finished), DIR/delta.img (sparse raw image) and DIR/delta.rbd-diff (rbd diff v1)
 Options:
   --dir DIR                output directory (created if needed; required)
   --format raw|rbd-diff|both   data files to write (default both)
-  --change-block-size N, --concurrency N, --chunk-size N, --method M, --no-progress  as for read
+  --change-block-size N, --concurrency N, --chunk-size N, --method M, --engine E,
+  --no-progress            as for read
   --first-backup ID, --second-backup ID   recorded in the manifest
 
 Example:
@@ -86,6 +88,7 @@ const readOptions = {
   concurrency: { type: 'string' },
   'chunk-size': { type: 'string' },
   method: { type: 'string' },
+  engine: { type: 'string' },
   'no-progress': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -115,6 +118,15 @@ function progressBar(
     });
   };
   return Object.assign(update, { stop: () => started && bar.stop() });
+}
+
+/** openDevice options of read and export: a command slot per read in flight, --engine. */
+function deviceOptions(
+  values: Record<string, string | boolean | undefined>,
+  concurrency: number | undefined,
+) {
+  const engine = parseEngine(values.engine as string | undefined);
+  return { queueDepth: Math.max(1, concurrency ?? 4), ...(engine ? { engine } : {}) };
 }
 
 function commonReadOptions(values: Record<string, string | boolean | undefined>) {
@@ -175,7 +187,7 @@ async function runRead(args: string[], io: CliIo): Promise<number> {
   if (values.out === '-' && values.checksum)
     throw new UsageError('--checksum prints to stdout; it cannot be combined with --out -');
   const options = commonReadOptions(values);
-  const device = await openDevice(path, { queueDepth: Math.max(1, options.concurrency ?? 4) });
+  const device = await openDevice(path, deviceOptions(values, options.concurrency));
   const bar = progressBar(io, values['no-progress']);
   let writer: DeltaWriter | undefined;
   const started = performance.now();
@@ -238,7 +250,7 @@ async function runExport(args: string[], io: CliIo): Promise<number> {
   if (!['raw', 'rbd-diff', 'both'].includes(format))
     throw new UsageError(`--format must be raw, rbd-diff or both, got '${format}'`);
   const options = commonReadOptions(values);
-  const device = await openDevice(path, { queueDepth: Math.max(1, options.concurrency ?? 4) });
+  const device = await openDevice(path, deviceOptions(values, options.concurrency));
   const bar = progressBar(io, values['no-progress']);
   const started = performance.now();
   try {

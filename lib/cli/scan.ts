@@ -18,6 +18,7 @@ import {
   guarded,
   ProgressLine,
   parseCount,
+  parseEngine,
 } from './util.js';
 
 const SCAN_HELP = `Usage: lba-status scan DEVICE [options]
@@ -37,6 +38,8 @@ Options:
   --window-blocks N      SCAN LENGTH per command, 32-byte form (default and max: 1 GiB worth)
   --allocation-length N  reply buffer per command in bytes (default 32768; use 8 + 16k)
   --concurrency N        windows in flight, 32-byte form (default 4)
+  --engine E             threads (default: SG_IO on the device's own threads) | sg-async
+                         (sg's write()/read() on the event loop: least CPU per command)
   --changed-only         print only changed extents (every status but deallocated)
   --change-block-size N  with --changed-only: widen to multiples of N bytes and merge
                          (the delta volume's changeBlockSizeInBytes, e.g. 4096 or 1M)
@@ -188,6 +191,7 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
       'window-blocks': { type: 'string' },
       'allocation-length': { type: 'string' },
       concurrency: { type: 'string' },
+      engine: { type: 'string' },
       'changed-only': { type: 'boolean' },
       'change-block-size': { type: 'string' },
       format: { type: 'string' },
@@ -232,8 +236,10 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   };
   for (const key of Object.keys(options) as Array<keyof ScanOptions>)
     if (options[key] === undefined) delete options[key];
+  const engine = parseEngine(values.engine);
   const device = await openDevice(path, {
     queueDepth: options.concurrency ?? DEFAULT_SCAN_CONCURRENCY,
+    ...(engine ? { engine } : {}),
   });
   try {
     if (format === 'sg3') {

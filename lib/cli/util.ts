@@ -122,3 +122,11 @@ export function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
     }
   };
 }
+
+/** `--engine threads|sg-async`, or undefined when not given. */
+export function parseEngine(value: string | undefined): 'threads' | 'sg-async' | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'threads' && value !== 'sg-async')
+    throw new UsageError(`--engine must be threads or sg-async, got '${value}'`);
+  return value;
+}

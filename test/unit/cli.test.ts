@@ -122,6 +122,19 @@ describe('lba-status scan', () => {
     expect((await run(['scan', nodePath, '--bogus'])).code).toBe(2);
     expect((await run(['scan', nodePath, '--window-blocks', '-3'])).code).toBe(2);
     expect((await run(['frobnicate'])).code).toBe(2);
+    expect((await run(['scan', nodePath, '--engine', 'uring'])).stderr).toMatch(
+      /--engine must be threads or sg-async, got 'uring'/,
+    );
+  });
+
+  it('takes --engine: threads scans; sg-async on what is not an sg node is refused', async () => {
+    const threads = await run(['scan', nodePath, '--engine', 'threads', '--format', 'ndjson']);
+    expect(threads.code).toBe(0);
+    expect(threads.stdout).toBe((await run(['scan', nodePath, '--format', 'ndjson'])).stdout);
+    expect(threads.stdout).toMatch(/"status":3/);
+    const refused = await run(['scan', nodePath, '--engine', 'sg-async']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/needs an sg node/);
   });
 
   it('teaches with --help', async () => {

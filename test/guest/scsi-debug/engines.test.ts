@@ -1,9 +1,11 @@
 // Both command engines on a real kernel: 'threads' (SG_IO ioctls on dedicated threads, the
 // default) and 'sg-async' (the sg driver's write()/read() interface polled on the event loop). Same answers, more commands in flight than sg's 16 per open file, SCSI errors, and a
 // device that disappears with commands in flight.
+import { execFile } from 'node:child_process';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { DeviceSystemError, openDevice, ScsiError, TransportError } from '../../../lib/index.js';
 import { merged, patternRanges, scannedChanged, useWrittenPattern } from '../scanner-support.js';
@@ -39,6 +41,25 @@ describe(`command engines on scsi_debug (${s.name})`, () => {
       expect(device.engine).toBe(engine);
       expect(await scannedChanged(device, { cdb: 16 }), engine).toEqual(merged(ranges));
     }
+  });
+
+  it('CLI: scan --engine sg-async prints what the default engine prints', async () => {
+    const cli = join(process.cwd(), 'dist/cli.js');
+    const scan = async (...extra: string[]) =>
+      (
+        await promisify(execFile)(process.execPath, [
+          cli,
+          'scan',
+          s.sg,
+          '--changed-only',
+          '--format',
+          'ndjson',
+          ...extra,
+        ])
+      ).stdout;
+    const viaThreads = await scan();
+    expect(viaThreads.trim().split('\n').length).toBeGreaterThan(0);
+    expect(await scan('--engine', 'sg-async')).toBe(viaThreads);
   });
 
   it('runs 64 commands in flight (sg takes 16 per open file; the rest wait natively)', async () => {
