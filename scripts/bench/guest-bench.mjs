@@ -289,6 +289,21 @@ async function scanFiguresWith(dev, asyncDev, sg, form, label) {
   };
 }
 
+/** Files figures 1 and 2 of one scenario, and its device facts under diagnostics. */
+function recordScan(name, scan, details) {
+  result.figures.vsSgUtils = { [name]: scan.vsSgUtils };
+  result.figures.vsC = { [name]: scan.vsC };
+  result.diagnostics[name] = { ...scan.device, ...details };
+}
+
+/** Figure 6 with its control (an idle process beside the C program scanning the same target). */
+async function eventLoopWithControl(dev, sg, form) {
+  return {
+    ...(await eventLoopFigure(dev, form, cfg.eventLoopSeconds)),
+    control: await eventLoopControl(dev, sg, form, cfg.eventLoopSeconds),
+  };
+}
+
 /** p99 event-loop delay while scanning for `seconds` (object mode: the most JS work per extent). */
 async function eventLoopFigure(dev, form, seconds) {
   const h = monitorEventLoopDelay({ resolution: 1 });
@@ -508,21 +523,13 @@ async function benchTgt() {
 
 async function tgtFigures(dev, sg, block, layout, capacityBytes) {
   const scan = await scanFigures(dev, sg, 16, 'tgt');
-  result.figures.vsSgUtils = { tgt: scan.vsSgUtils };
-  result.figures.vsC = { tgt: scan.vsC };
-  result.diagnostics.tgt = {
-    ...scan.device,
+  recordScan('tgt', scan, {
     sizeGiB: capacityBytes / 2 ** 30,
     changedScanExtents: cfg.tgt.scanExtents,
     readExtents: cfg.tgt.readExtents,
-  };
+  });
   log('event loop');
-  result.figures.eventLoop = {
-    tgt: {
-      ...(await eventLoopFigure(dev, 16, cfg.eventLoopSeconds)),
-      control: await eventLoopControl(dev, sg, 16, cfg.eventLoopSeconds),
-    },
-  };
+  result.figures.eventLoop = { tgt: await eventLoopWithControl(dev, sg, 16) };
   log('read');
   result.figures.readChanged = {
     tgt: await readFigure(
@@ -674,21 +681,13 @@ async function withLun(sim, fn) {
 async function simFigures(sim, s) {
   await withLun(sim, async (dev, lun) => {
     const scan = await scanFigures(dev, lun.sg, 32, 'sim');
-    result.figures.vsSgUtils = { sim: scan.vsSgUtils };
-    result.figures.vsC = { sim: scan.vsC };
-    result.diagnostics.sim = {
-      ...scan.device,
+    recordScan('sim', scan, {
       sizeGiB: s.sizeGiB,
       changedExtents: s.extents,
       note: 'target: `lba-status sim serve` in its own process, same single guest CPU as the scanner',
-    };
+    });
     log('event loop (simulator in its own process)');
-    result.figures.eventLoop = {
-      sim: {
-        ...(await eventLoopFigure(dev, 32, cfg.eventLoopSeconds)),
-        control: await eventLoopControl(dev, lun.sg, 32, cfg.eventLoopSeconds),
-      },
-    };
+    result.figures.eventLoop = { sim: await eventLoopWithControl(dev, lun.sg, 32) };
   });
 }
 
@@ -748,23 +747,15 @@ async function benchDevice() {
       `${cfg.device}: ${dev.path}, ${capacity} blocks of ${blockSize} bytes, GET LBA STATUS(${form})`,
     );
     const scan = await scanFigures(dev, sg, form, 'device');
-    result.figures.vsSgUtils = { device: scan.vsSgUtils };
-    result.figures.vsC = { device: scan.vsC };
-    result.diagnostics.device = {
-      ...scan.device,
+    recordScan('device', scan, {
       path: cfg.device,
       sgPath: dev.sgPath,
       blockPath: dev.blockPath,
       engine: dev.engine,
       inquiry: `${dev.inquiry.vendor} ${dev.inquiry.product} ${dev.inquiry.revision}`,
-    };
+    });
     log('event loop');
-    result.figures.eventLoop = {
-      device: {
-        ...(await eventLoopFigure(dev, form, cfg.eventLoopSeconds)),
-        control: await eventLoopControl(dev, sg, form, cfg.eventLoopSeconds),
-      },
-    };
+    result.figures.eventLoop = { device: await eventLoopWithControl(dev, sg, form) };
     log('concurrency');
     result.figures.concurrency = {
       device: await deviceConcurrency(dev, form, capacity, blockSize),
