@@ -139,76 +139,60 @@ void SgAsyncQueue::OnPoll(uv_poll_t* handle, int status, int /*events*/) {
   Napi::CallbackScope callback_scope(env, queue->async_context_);
   if (status < 0) {
     // POLLERR: libuv has stopped watching the fd.
-    queue->broken_errno_ = -status;
-    queue->FailAll(Napi::Env(env), -status);
-    queue->StopPolling();
+    queue->Break(Napi::Env(env), -status);
     return;
   }
   queue->Drain(Napi::Env(env));
   queue->SubmitHeld(Napi::Env(env));
 }
 
+int SgAsyncQueue::ReceiveOne(Napi::Env env) {
+  SgOutcome outcome;
+  void* tag = nullptr;
+  const int error = ReceiveSg(fd_, &outcome, &tag);
+  if (error != 0) return error;
+  auto* command = static_cast<PendingCommand*>(tag);
+  // Only commands in flight are ours to settle; one that close() or a hang-up already settled
+  // (unread) may still complete, and is dropped.
+  if (in_flight_.erase(command) == 1) {
+    command->outcome = outcome;
+    Settle(env, command);
+  }
+  return 0;
+}
+
 void SgAsyncQueue::Drain(Napi::Env env) {
-  size_t received = 0;
-  // Stop once nothing is in flight: the read() that would return EAGAIN costs a system call.
-  while (!in_flight_.empty()) {
-    SgOutcome outcome;
-    void* tag = nullptr;
-    const int error = ReceiveSg(fd_, &outcome, &tag);
-    if (error == EAGAIN) break;
-    if (error != 0) {
-      broken_errno_ = error;
-      FailAll(env, error);
-      StopPolling();
-      return;
-    }
-    ++received;
-    auto* command = static_cast<PendingCommand*>(tag);
-    // Only our own commands are on this open file; anything else is not ours to settle.
-    if (in_flight_.erase(command) == 0) continue;
-    command->outcome = outcome;
-    Settle(env, command);
+  bool received = false;
+  int error = 0;
+  // Once nothing is in flight, stop: the read() that would return EAGAIN costs a system call.
+  while (!(received && in_flight_.empty())) {
+    error = ReceiveOne(env);
+    if (error != 0) break;
+    received = true;
   }
-  if (received != 0) return;
-  // Woken with nothing of ours to read. Reap what is there (a command that close() or a hang-up
-  // settled unread may complete later), else check for a hang-up: sg reports POLLHUP while the
-  // device is being detached, and a level-triggered hang-up would wake us forever.
-  for (;;) {
-    SgOutcome outcome;
-    void* tag = nullptr;
-    const int error = ReceiveSg(fd_, &outcome, &tag);
-    if (error != 0) {
-      if (error != EAGAIN) broken_errno_ = error;
-      break;
-    }
-    auto* command = static_cast<PendingCommand*>(tag);
-    if (in_flight_.erase(command) == 0) continue;  // not ours (any more): dropped
-    command->outcome = outcome;
-    Settle(env, command);
-    return;  // completed just now: no hang-up to look for
-  }
+  if (error != 0 && error != EAGAIN) return Break(env, error);
+  if (received) return;
+  // Woken with nothing to read: sg reports POLLHUP while the device is being detached, and a
+  // level-triggered hang-up would wake us forever.
   pollfd probe = {fd_, POLLIN, 0};
-  if (broken_errno_ == 0 && poll(&probe, 1, 0) == 1 &&
-      (probe.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
-    broken_errno_ = ENODEV;
-  }
-  if (broken_errno_ != 0) {
-    FailAll(env, broken_errno_);
-    StopPolling();
+  if (poll(&probe, 1, 0) == 1 && (probe.revents & (POLLHUP | POLLERR | POLLNVAL)) != 0) {
+    Break(env, ENODEV);
   }
 }
 
-void SgAsyncQueue::FailAll(Napi::Env env, int errno_value) {
-  auto in_flight = std::move(in_flight_);
+std::vector<PendingCommand*> SgAsyncQueue::TakeAll() {
+  std::vector<PendingCommand*> all(in_flight_.begin(), in_flight_.end());
+  all.insert(all.end(), held_.begin(), held_.end());
   in_flight_.clear();
-  auto held = std::move(held_);
   held_.clear();
-  for (PendingCommand* command : in_flight) {
+  return all;
+}
+
+void SgAsyncQueue::Break(Napi::Env env, int errno_value) {
+  broken_errno_ = errno_value;
+  StopPolling();
+  for (PendingCommand* command : TakeAll()) {
     command->outcome = SgOutcome{};
-    command->outcome.errno_value = errno_value;
-    Settle(env, command);
-  }
-  for (PendingCommand* command : held) {
     command->outcome.errno_value = errno_value;
     Settle(env, command);
   }
@@ -255,21 +239,15 @@ void SgAsyncQueue::Shutdown(napi_env env, ShutdownReason reason) {
   if (closed_) return;
   closed_ = true;
   StopPolling();
-  auto in_flight = std::move(in_flight_);
-  in_flight_.clear();
-  auto held = std::move(held_);
-  held_.clear();
-  auto drop = [&](PendingCommand* command) {
+  for (PendingCommand* command : TakeAll()) {
     std::unique_ptr<PendingCommand> owned(command);
     // Only close() may settle promises; during teardown the env frees the references itself.
-    if (reason != ShutdownReason::kClose) return;
+    if (reason != ShutdownReason::kClose) continue;
     owned->Reject(Napi::Env(env), kQueueClosed,
                   "The SG_IO command queue was closed before this command completed.");
     owned->Unpin(env);
     if (--pending_ == 0) napi_reference_unref(env, static_cast<napi_ref>(*this), nullptr);
-  };
-  for (PendingCommand* command : in_flight) drop(command);
-  for (PendingCommand* command : held) drop(command);
+  }
   if (cleanup_hook_registered_) {
     cleanup_hook_registered_ = false;
     if (reason != ShutdownReason::kEnvCleanup)

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <deque>
 #include <unordered_set>
+#include <vector>
 
 #include "pending_command.h"
 
@@ -62,10 +63,15 @@ class SgAsyncQueue : public Napi::ObjectWrap<SgAsyncQueue> {
 
   // Submits held commands while the kernel has room; settles those whose write() fails.
   void SubmitHeld(Napi::Env env);
-  // Reads every completed command and settles it.
+  // Reads one completed command and settles it if it is ours; returns 0 or read()'s errno.
+  int ReceiveOne(Napi::Env env);
+  // Reads the completed commands and settles them; a failed read or a hang-up breaks the queue.
   void Drain(Napi::Env env);
-  // Settles every command in flight or held with `errno_value` (the node is unusable).
-  void FailAll(Napi::Env env, int errno_value);
+  // Removes and returns every command in flight or held.
+  std::vector<PendingCommand*> TakeAll();
+  // The node failed or hung up: stops polling and answers every command in flight or held, and
+  // every later one, with `errno_value`.
+  void Break(Napi::Env env, int errno_value);
   void Settle(Napi::Env env, PendingCommand* command);
   void StopPolling();
   void Shutdown(napi_env env, ShutdownReason reason);
