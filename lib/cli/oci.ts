@@ -10,7 +10,7 @@ import { abortError, isAbortError } from '../provision/errors.js';
 import type { ProvisionedVolume, ProvisionProgress } from '../provision/types.js';
 import { withProvisionedVolume } from '../provision/with-volume.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { ExitCode, formatBytes, formatDuration, parseCount, reportError } from './util.js';
+import { ExitCode, formatBytes, formatDuration, guarded, parseCount, reportError } from './util.js';
 
 /** One extent as `scan` prints it. */
 export interface CliExtent {
@@ -356,7 +356,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
     path: ['oci', 'delta'],
     summary: 'changed extents between two OCI backups (creates, scans and deletes a delta volume)',
     help: DELTA_HELP,
-    run: guarded(run),
+    run: guardedOci(run),
   };
 }
 
@@ -418,7 +418,7 @@ export function createOciSweepCommand(deps: OciCommandDeps = {}): CliCommand {
     path: ['oci', 'sweep'],
     summary: 'remove delta volumes and attachments left by crashed runs',
     help: SWEEP_HELP,
-    run: guarded(run),
+    run: guardedOci(run),
   };
 }
 
@@ -456,28 +456,27 @@ async function withSdkWarnings<T>(io: CliIo, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-function guarded(run: (args: string[], io: CliIo) => Promise<number>) {
-  return async (args: string[], io: CliIo): Promise<number> => {
+/**
+ * util's `guarded` plus what the OCI commands add: SDK warnings tamed, an interrupted run
+ * reported as an abort (exit 130) whatever the work threw, and a work error with a cleanup error
+ * (AggregateError) reported as both lines, exiting by the first.
+ */
+function guardedOci(run: (args: string[], io: CliIo) => Promise<number>) {
+  return guarded(async (args, io) => {
     try {
       return await withSdkWarnings(io, () => run(args, io));
     } catch (caught) {
-      // Interrupted (SIGINT/SIGTERM): whatever the work threw, report an abort (exit 130).
       const error =
         io.signal.aborted && !isAbortError(caught) && !(caught instanceof AggregateError)
           ? abortError(io.signal)
           : caught;
-      if ((error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS'))
-        return reportError(new UsageError((error as Error).message), io);
-      if (error instanceof AggregateError && error.errors.length > 0) {
-        // Work error and cleanup error: report both lines, exit by the first.
-        const code = reportError(error.errors[0], io);
-        for (const e of error.errors.slice(1))
-          io.stderr.write(`lba-status: ${(e as Error)?.message ?? String(e)}\n`);
-        return code;
-      }
-      return reportError(error, io);
+      if (!(error instanceof AggregateError) || error.errors.length === 0) throw error;
+      const code = reportError(error.errors[0], io);
+      for (const e of error.errors.slice(1))
+        io.stderr.write(`lba-status: ${(e as Error)?.message ?? String(e)}\n`);
+      return code;
     }
-  };
+  });
 }
 
 /** `lba-status oci delta` (contract). */
