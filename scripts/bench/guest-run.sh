@@ -3,8 +3,8 @@
 #   sh scripts/bench/guest-run.sh tgt|sim CONFIG.json
 # tgt: the guest harness's tgt-iscsi scenario (tgtd + kernel initiator on 127.0.0.1), with the
 #      sparse LUN size from LBA_STATUS_TGT_SIZE (run.mjs: 64G); guest-bench writes the extents.
-# sim: iscsid only, as scripts/guest/scenarios/sim.sh sets it up; guest-bench starts the
-#      simulator in its own process and logs the kernel initiator in to it.
+# sim: iscsid only (iscsi-lun.sh's iscsi_start_initiator); guest-bench starts the simulator in
+#      its own process and logs the kernel initiator in to it.
 scenario=$1
 cfg=$2
 case $scenario in
@@ -15,15 +15,8 @@ tgt)
   mount -o remount,size=768M /srv/lba-status || exit 126
   ;;
 sim)
-  mkdir -p /etc/iscsi /run/lock/iscsi /var/lib/iscsi
-  printf '%s\n' 'node.startup = manual' 'node.session.timeo.replacement_timeout = 20' \
-    >/etc/iscsi/iscsid.conf
-  echo "InitiatorName=iqn.2024-01.dev.lba-status:bench-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')" \
-    >/etc/iscsi/initiatorname.iscsi
-  # its own session: iscsid's SIGTERM handler signals its whole process group
-  setsid iscsid -f >"${GUEST_OUT:-/tmp}/iscsid.log" 2>&1 &
-  ISCSID_PID=$!
-  sleep 0.3
+  . scripts/guest/scenarios/iscsi-lun.sh
+  iscsi_start_initiator "${GUEST_OUT:-/tmp}" || exit 126
   scenario_down() { kill "$ISCSID_PID" 2>/dev/null && wait "$ISCSID_PID" 2>/dev/null; return 0; }
   ;;
 *)
