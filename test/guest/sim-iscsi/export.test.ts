@@ -15,7 +15,7 @@ import {
   verifyExport,
 } from '../../../lib/index.js';
 import { blockData, startOciSimulation, startSimulator } from '../../../lib/sim.js';
-import { attach } from '../sim/attach.js';
+import { attach, ociConnectionArgs } from '../sim/attach.js';
 
 const work = mkdtempSync(join(process.env.GUEST_OUT ?? tmpdir(), 'sim-export-'));
 const cli = join(process.cwd(), 'dist/cli.js');
@@ -72,12 +72,7 @@ describe('changed data from the simulated delta volume', () => {
       sim.info.secondBackupId,
       '--change-block-size',
       '65536',
-      '--config-file',
-      sim.info.configFile,
-      '--endpoint',
-      sim.info.endpoint,
-      '--instance-id',
-      sim.info.instanceId,
+      ...ociConnectionArgs(sim.info),
       '--export',
       dir,
       '--no-progress',

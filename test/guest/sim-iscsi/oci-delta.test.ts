@@ -17,6 +17,7 @@ import {
   type OciSimulation,
   startOciSimulation,
 } from '../../../lib/sim/fake-oci/oci-simulation.js';
+import { ociConnectionArgs } from '../sim/attach.js';
 import { scenario } from '../support/index.js';
 
 scenario(); // fails fast outside a guest scenario
@@ -167,14 +168,7 @@ process.exitCode = await cmd.run(args, { stdout: process.stdout, stderr: process
       ...process.env,
       LBA_STATUS_NATIVE_PATH: join(root, 'build/Release/lba_status.node'),
     };
-    const common = [
-      '--config-file',
-      sim.info.configFile,
-      '--endpoint',
-      sim.info.endpoint,
-      '--instance-id',
-      sim.info.instanceId,
-    ];
+    const common = ociConnectionArgs(sim.info);
     // Asynchronous on purpose: the fake API lives in this process and must keep answering.
     const runCli = (args: string[]) =>
       new Promise<{ status: number | null; stdout: string; stderr: string }>((done) => {
@@ -231,14 +225,7 @@ process.exitCode = await cmd.run(args, { stdout: process.stdout, stderr: process
       faults: [{ kind: 'latency', ms: 8000, count: 1 }],
       delays: { provisionMs: 100, attachMs: 100, detachMs: 100, terminateMs: 100 },
     });
-    const common2 = [
-      '--config-file',
-      sim.info.configFile,
-      '--endpoint',
-      sim.info.endpoint,
-      '--instance-id',
-      sim.info.instanceId,
-    ];
+    const common2 = ociConnectionArgs(sim.info);
     const child: ChildProcess = spawn(
       process.execPath,
       [

@@ -4,6 +4,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { OciSimulationInfo } from '../../../lib/sim/fake-oci/oci-simulation.js';
 import type { Simulator } from '../../../lib/sim.js';
 import { run } from '../support/index.js';
 
@@ -83,4 +84,16 @@ export function mappedRanges(
     else out.push([e.lba, e.lba + e.blocks]);
   }
   return out;
+}
+
+/** The `lba-status oci` options that point the CLI at a fake OCI API (config, endpoint, IMDS). */
+export function ociConnectionArgs(info: OciSimulationInfo): string[] {
+  return [
+    '--config-file',
+    info.configFile,
+    '--endpoint',
+    info.endpoint,
+    '--instance-id',
+    info.instanceId,
+  ];
 }
