@@ -101,12 +101,15 @@ export async function lookupDevice(
         if (options.lun !== undefined && lun !== options.lun) continue;
         const block = (await list(join(dir, 'block')))[0];
         if (block === undefined) continue; // sd not bound yet
-        const sg = (await list(join(dir, 'scsi_generic')))[0];
+        // sd adds the disk before its request queue's attributes: not there yet either (seen in
+        // the guest: a lookup in between returned a disk without a block size).
         const lbs = Number(await read(join(dir, 'block', block, 'queue/logical_block_size')));
+        if (!Number.isInteger(lbs) || lbs <= 0) continue;
+        const sg = (await list(join(dir, 'scsi_generic')))[0];
         disks.push({
           devicePath: join(dev, block),
           ...(sg === undefined ? {} : { sgPath: join(dev, sg) }),
-          ...(Number.isInteger(lbs) && lbs > 0 ? { blockSize: lbs } : {}),
+          blockSize: lbs,
           hctl,
           session,
         });

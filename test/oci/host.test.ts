@@ -21,7 +21,7 @@ async function session(
   iqn: string,
   addr: string,
   port: number,
-  luns: Array<{ lun: number; type: string; block?: string; sg?: string }>,
+  luns: Array<{ lun: number; type: string; block?: string; sg?: string; queuePending?: boolean }>,
 ) {
   const s = join(root, 'class/iscsi_session', `session${n}`);
   await mkdir(s, { recursive: true });
@@ -36,7 +36,8 @@ async function session(
     await writeFile(join(d, 'type'), `${l.type}\n`);
     if (l.block) {
       await mkdir(join(d, 'block', l.block, 'queue'), { recursive: true });
-      await writeFile(join(d, 'block', l.block, 'queue/logical_block_size'), '4096\n');
+      if (!l.queuePending)
+        await writeFile(join(d, 'block', l.block, 'queue/logical_block_size'), '4096\n');
     }
     if (l.sg) await mkdir(join(d, 'scsi_generic', l.sg), { recursive: true });
   }
@@ -63,6 +64,19 @@ describe('sysfs device discovery', () => {
       blockSize: 4096,
       hctl: '5:0:0:1',
       session: 'session3',
+    });
+  });
+
+  it('does not report a disk whose request queue is not registered yet (no block size)', async () => {
+    await session(dir, 1, t.iqn, t.address, t.port, [
+      { lun: 1, type: '0', block: 'sdb', sg: 'sg1', queuePending: true },
+    ]);
+    expect(await lookupDevice(t, { sysfsRoot: dir })).toBeUndefined();
+    const lun = join(dir, 'class/iscsi_session/session1/device/target3:0:0/3:0:0:1');
+    await writeFile(join(lun, 'block/sdb/queue/logical_block_size'), '512\n');
+    expect(await lookupDevice(t, { sysfsRoot: dir })).toMatchObject({
+      devicePath: '/dev/sdb',
+      blockSize: 512,
     });
   });
 
