@@ -89,8 +89,9 @@ describe('oci delta end to end (fake OCI API + simulator + kernel initiator)', (
       poll: { intervalMs: 50, maxIntervalMs: 200, timeoutMs: 30_000 },
     });
     let iqn = '';
+    let vol: Awaited<ReturnType<typeof p.provision>> | undefined;
     try {
-      const vol = await p.provision({
+      vol = await p.provision({
         firstBackupId: sim.info.firstBackupId,
         secondBackupId: sim.info.secondBackupId,
         changeBlockSize: CBS,
@@ -109,6 +110,8 @@ describe('oci delta end to end (fake OCI API + simulator + kernel initiator)', (
       expect(sim.api.leftovers()).toEqual([]);
       expect(sim.simulators.size).toBe(0);
     } finally {
+      // A failed expectation must not leave the session behind for the next tests (idempotent).
+      await vol?.release();
       await p.close();
     }
   });
