@@ -12,16 +12,9 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Direction of the data phase of one SCSI command (values of the native enum). */
-export const DataDirection = {
-  /** No data phase (TEST UNIT READY). */
-  None: 0,
-  /** Device to host (`SG_DXFER_FROM_DEV`): INQUIRY, READ, GET LBA STATUS. */
-  FromDevice: 1,
-  /** Host to device (`SG_DXFER_TO_DEV`). */
-  ToDevice: 2,
-} as const;
-export type DataDirection = (typeof DataDirection)[keyof typeof DataDirection];
+import type { DataDirection } from './scsi/names.js';
+
+export { DataDirection } from './scsi/names.js';
 
 /**
  * The raw outcome of one `ioctl(fd, SG_IO, &sg_io_hdr)`, copied field by field. The native layer

@@ -178,21 +178,46 @@ export class TransportError extends Error {
   readonly driverStatus: number;
   readonly driverStatusName: string;
 
-  constructor(context: CommandContext, hostStatus: number, driverStatus: number) {
+  /** What went wrong below SCSI, in words (userspace transports), if known. */
+  readonly detail: string | undefined;
+
+  constructor(context: CommandContext, hostStatus: number, driverStatus: number, detail?: string) {
     const hostName = hostStatusName(hostStatus);
     const driverName = driverStatusName(driverStatus);
     const hint =
       hostStatusHint(hostStatus) ??
       (hostStatus === 0 ? 'the SCSI driver reported an error' : 'check the device and its link');
     super(
-      `${context.command} on '${context.path}' did not complete: transport error ${hostName} (host_status 0x${hex2(hostStatus)}, driver_status ${driverName}): ${hint}`,
+      `${context.command} on '${context.path}' did not complete: transport error ${hostName} (host_status 0x${hex2(hostStatus)}, driver_status ${driverName})${detail ? `: ${detail}` : ''}: ${hint}`,
     );
+    this.detail = detail;
     this.command = context.command;
     this.path = context.path;
     this.hostStatus = hostStatus;
     this.hostStatusName = hostName;
     this.driverStatus = driverStatus;
     this.driverStatusName = driverName;
+  }
+}
+
+/**
+ * The iSCSI target refused the login (RFC 7143 §11.13.5 status class 2 or 3): wrong target
+ * name, CHAP failure, no such LUN path, or the target is out of resources.
+ */
+export class IscsiLoginError extends Error {
+  override name = 'IscsiLoginError';
+  readonly code = 'ERR_ISCSI_LOGIN';
+  /** The `iscsi://` address, without any secret. */
+  readonly path: string;
+  /** Login response Status-Class and Status-Detail (0 and 0 when the failure was ours). */
+  readonly statusClass: number;
+  readonly statusDetail: number;
+
+  constructor(path: string, statusClass: number, statusDetail: number, what: string) {
+    super(`iSCSI login to '${path}' failed: ${what}`);
+    this.path = path;
+    this.statusClass = statusClass;
+    this.statusDetail = statusDetail;
   }
 }
 

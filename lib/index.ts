@@ -1,6 +1,6 @@
 /**
  * lba-status: find and read the blocks that changed between two cloud block-volume backups,
- * through SCSI GET LBA STATUS(16/32) over Linux SG_IO.
+ * through SCSI GET LBA STATUS(16/32) — over Linux SG_IO, or a userspace iSCSI session (no root).
  *
  * @example
  * ```ts
@@ -11,29 +11,28 @@
  * @packageDocumentation
  */
 
+export { LbaStatusDevice, openDevice } from './api/device.js';
 export type {
   LbaStatusColumns,
   NativeBinding,
   NativeCommandQueue,
   RawSgResult,
 } from './binding.js';
-export { BindingLoadError, DataDirection, setBindingForTesting } from './binding.js';
+export { BindingLoadError, DataDirection } from './binding.js';
 export {
+  type ChapOptions,
   type CommandResult,
   type DeviceInfo,
   type ExecuteOptions,
-  type GetLbaStatusReply,
-  type GetLbaStatusRequest,
   type OpenOptions,
-  openDevice,
   ScsiDevice,
 } from './device/device.js';
 export type { RetryPolicy } from './device/execute.js';
-export { NotWholeDiskError } from './device/resolve.js';
 export {
   AbortError,
   DeviceClosedError,
   DeviceSystemError,
+  IscsiLoginError,
   MalformedReplyError,
   ScsiError,
   TransportError,
@@ -70,6 +69,7 @@ export {
   coalesceChanged,
   isChangedStatus,
 } from './scan/changed.js';
+export type { GetLbaStatusReply, GetLbaStatusRequest } from './scan/get-lba-status.js';
 export {
   isUnsupportedForm,
   type LbaExtent,
@@ -84,3 +84,5 @@ export {
   scanExtents,
 } from './scan/scanner.js';
 export { type DecodedSense, decodeSense, type FieldPointer } from './scsi/sense.js';
+export { NotWholeDiskError } from './transport/resolve.js';
+export type { CommandOutcome, ScsiTransport, TransportCommand } from './transport/types.js';

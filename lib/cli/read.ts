@@ -2,7 +2,7 @@
 import { open } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { openDevice } from '../device/device.js';
+import { openDevice } from '../api/device.js';
 import {
   applyExport,
   createRawWriter,
@@ -16,11 +16,19 @@ import {
 } from '../read/export.js';
 import { type ReadProgress, readChanged } from '../read/reader.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { ExitCode, formatBytes, formatDuration, guarded, parseCount, parseEngine } from './util.js';
+import {
+  DEVICE_OPTIONS,
+  DEVICE_OPTIONS_HELP,
+  type DeviceArgs,
+  deviceArgs,
+  takeDevice,
+} from './device-args.js';
+import { ExitCode, formatBytes, formatDuration, guarded, parseCount } from './util.js';
 
 const READ_HELP = `Usage: lba-status read DEVICE --out FILE [options]
 
-Read the changed blocks of DEVICE (the mapped extents of GET LBA STATUS) into one file:
+Read the changed blocks of DEVICE (the mapped extents of GET LBA STATUS) into one file. DEVICE is
+a device node (/dev/sdX, /dev/sgN, a symlink) or iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN.
   raw       a sparse image of the volume's size: changed chunks at their offsets, holes elsewhere
   rbd-diff  Ceph's "rbd diff v1" stream (apply with 'rbd import-diff FILE pool/image');
             --out - writes it to stdout
@@ -32,16 +40,24 @@ Options:
   --concurrency N          reads in flight (default 4)
   --chunk-size N           largest read (default 1M, capped by the device's maximum transfer)
   --checksum sha256        print {"offset","length","sha256"} per chunk as ndjson on stdout
-  --method auto|direct|sg  O_DIRECT from the block node, or SG_IO READ(16) (default auto)
-  --engine threads|sg-async  how SCSI commands reach the kernel (default threads; see scan)
+  --method auto|direct|sg  O_DIRECT from the block node, or SCSI READ(16) (default auto;
+                           iscsi:// devices always use READ(16))
+  --engine threads|sg-async  device nodes: how SCSI commands reach the kernel (default
+                           threads; see scan)
   --no-progress            no progress bar (shown only when stderr is a terminal)
+
+${DEVICE_OPTIONS_HELP}
 
 Examples:
   lba-status read /dev/sdb --out delta.img --change-block-size 1M
   lba-status read /dev/sdb --out - --format rbd-diff | rbd import-diff - rbd/vm-disk
+  lba-status read iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1 \
+      --chap-secret-file ~/.config/lba-status/chap --out delta.img --change-block-size 1M
 `;
 
 const EXPORT_HELP = `Usage: lba-status export DEVICE --dir DIR [options]
+
+DEVICE is a device node (/dev/sdX, /dev/sgN, a symlink) or iscsi://[USER@]HOST[:PORT]/IQN/LUN.
 
 Export the changed data with a manifest: DIR/manifest.json (device identity, block size,
 capacity, change block size, every extent with its SHA-256; "complete": false until the export
@@ -54,8 +70,12 @@ Options:
   --no-progress            as for read
   --first-backup ID, --second-backup ID   recorded in the manifest
 
-Example:
+${DEVICE_OPTIONS_HELP}
+
+Examples:
   lba-status export /dev/sdb --dir /backup/2026-11-25 --change-block-size 1M
+  LBA_STATUS_CHAP_SECRET="$(pass show iscsi/backup)" lba-status export \
+      iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1 --dir /backup/2026-11-25
 `;
 
 const VERIFY_HELP = `Usage: lba-status verify --delta DIR (--base IMG --expect IMG | --device DEV)
@@ -64,12 +84,16 @@ Check an export:
   --base IMG --expect IMG   base image + the export's changes must equal the expected image
                             byte for byte (streamed; nothing is written)
   --device DEV              the device's data must match the manifest's SHA-256 per extent
+                            (a device node or iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN)
 The export's own data is always checked against its manifest. Exit 0 when it matches; exit 7
 with the first differing byte offset otherwise.
+
+${DEVICE_OPTIONS_HELP}
 
 Examples:
   lba-status verify --delta /backup/2026-11-25 --base monday.img --expect tuesday.img
   lba-status verify --delta /backup/2026-11-25 --device /dev/sdb
+  lba-status verify --delta /backup/2026-11-25 --device iscsi://10.0.0.5/iqn.2024-01.lba-status:sim/1
 `;
 
 const APPLY_HELP = `Usage: lba-status apply --delta DIR --target IMG
@@ -81,8 +105,6 @@ Example:
   cp monday.img restored.img && lba-status apply --delta /backup/2026-11-25 --target restored.img
 `;
 
-const VERIFY_MISMATCH_EXIT = 7;
-
 const readOptions = {
   'change-block-size': { type: 'string' },
   concurrency: { type: 'string' },
@@ -91,6 +113,7 @@ const readOptions = {
   engine: { type: 'string' },
   'no-progress': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  ...DEVICE_OPTIONS,
 } as const;
 
 function progressBar(
@@ -120,13 +143,9 @@ function progressBar(
   return Object.assign(update, { stop: () => started && bar.stop() });
 }
 
-/** openDevice options of read and export: a command slot per read in flight, --engine. */
-function deviceOptions(
-  values: Record<string, string | boolean | undefined>,
-  concurrency: number | undefined,
-) {
-  const engine = parseEngine(values.engine as string | undefined);
-  return { queueDepth: Math.max(1, concurrency ?? 4), ...(engine ? { engine } : {}) };
+/** openDevice options of read and export: a command slot per read in flight, device/CHAP flags. */
+function deviceOptions(target: DeviceArgs, concurrency: number | undefined) {
+  return { queueDepth: Math.max(1, concurrency ?? 4), ...target.options };
 }
 
 function commonReadOptions(values: Record<string, string | boolean | undefined>) {
@@ -150,16 +169,6 @@ function commonReadOptions(values: Record<string, string | boolean | undefined>)
   return options;
 }
 
-function onlyDevice(positionals: string[]): string {
-  if (positionals.length !== 1)
-    throw new UsageError(
-      positionals.length === 0
-        ? 'missing DEVICE (e.g. /dev/sdb)'
-        : `unexpected argument '${positionals[1]}'`,
-    );
-  return positionals[0]!;
-}
-
 async function runRead(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
@@ -175,7 +184,7 @@ async function runRead(args: string[], io: CliIo): Promise<number> {
     io.stdout.write(READ_HELP);
     return ExitCode.ok;
   }
-  const path = onlyDevice(positionals);
+  const target = await deviceArgs(takeDevice(positionals), values, io);
   if (!values.out) throw new UsageError('--out FILE is required');
   const format = (values.format ?? 'raw') as ExportFormat;
   if (format !== 'raw' && format !== 'rbd-diff')
@@ -187,7 +196,7 @@ async function runRead(args: string[], io: CliIo): Promise<number> {
   if (values.out === '-' && values.checksum)
     throw new UsageError('--checksum prints to stdout; it cannot be combined with --out -');
   const options = commonReadOptions(values);
-  const device = await openDevice(path, deviceOptions(values, options.concurrency));
+  const device = await openDevice(target.address, deviceOptions(target, options.concurrency));
   const bar = progressBar(io, values['no-progress']);
   let writer: DeltaWriter | undefined;
   const started = performance.now();
@@ -244,13 +253,13 @@ async function runExport(args: string[], io: CliIo): Promise<number> {
     io.stdout.write(EXPORT_HELP);
     return ExitCode.ok;
   }
-  const path = onlyDevice(positionals);
+  const target = await deviceArgs(takeDevice(positionals), values, io);
   if (!values.dir) throw new UsageError('--dir DIR is required');
   const format = values.format ?? 'both';
   if (!['raw', 'rbd-diff', 'both'].includes(format))
     throw new UsageError(`--format must be raw, rbd-diff or both, got '${format}'`);
   const options = commonReadOptions(values);
-  const device = await openDevice(path, deviceOptions(values, options.concurrency));
+  const device = await openDevice(target.address, deviceOptions(target, options.concurrency));
   const bar = progressBar(io, values['no-progress']);
   const started = performance.now();
   try {
@@ -286,6 +295,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
       expect: { type: 'string' },
       device: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
+      ...DEVICE_OPTIONS,
     },
   });
   if (values.help) {
@@ -294,9 +304,19 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
   }
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
   if (!values.delta) throw new UsageError('--delta DIR is required');
+  const target =
+    values.device === undefined
+      ? undefined
+      : await deviceArgs(values.device, values, io, '--device');
+  if (target === undefined) {
+    const given = Object.keys(DEVICE_OPTIONS).find(
+      (name) => values[name as keyof typeof DEVICE_OPTIONS] !== undefined,
+    );
+    if (given) throw new UsageError(`--${given} applies only to --device iscsi://…`);
+  }
   try {
-    if (values.device) {
-      await using device = await openDevice(values.device);
+    if (target) {
+      await using device = await openDevice(target.address, target.options);
       const result = await verifyDevice(device, values.delta, { signal: io.signal });
       io.stdout.write(
         `${JSON.stringify({ ok: true, extents: result.extents, bytes: result.bytes })}\n`,
@@ -314,7 +334,7 @@ async function runVerify(args: string[], io: CliIo): Promise<number> {
     if (error instanceof VerifyMismatchError) {
       io.stdout.write(`${JSON.stringify({ ok: false, offset: error.offset })}\n`);
       io.stderr.write(`lba-status: ${error.message}\n`);
-      return VERIFY_MISMATCH_EXIT;
+      return ExitCode.verifyMismatch;
     }
     throw error;
   }

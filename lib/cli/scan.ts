@@ -1,6 +1,6 @@
 /** `lba-status scan` and `lba-status info`: compose openDevice, the scanner and formatting. */
 import { parseArgs } from 'node:util';
-import { openDevice, type ScsiDevice } from '../device/device.js';
+import { type LbaStatusDevice, openDevice } from '../api/device.js';
 import { type ChangedExtent, coalesceChanged, isChangedStatus } from '../scan/changed.js';
 import {
   DEFAULT_SCAN_CONCURRENCY,
@@ -11,23 +11,17 @@ import {
   scanBatches,
 } from '../scan/scanner.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import {
-  ExitCode,
-  formatBytes,
-  formatDuration,
-  guarded,
-  ProgressLine,
-  parseCount,
-  parseEngine,
-} from './util.js';
+import { DEVICE_OPTIONS, DEVICE_OPTIONS_HELP, deviceArgs, takeDevice } from './device-args.js';
+import { ExitCode, formatBytes, formatDuration, guarded, ProgressLine, parseCount } from './util.js';
 
 const SCAN_HELP = `Usage: lba-status scan DEVICE [options]
 
 Scan a SCSI device with GET LBA STATUS and print its extents: on an OCI delta volume,
 "mapped" (status 3) extents are the blocks that changed between the two backups.
 
-DEVICE is /dev/sdX, /dev/sgN or a symlink (/dev/oracleoci/oraclevdb, /dev/disk/by-path/...).
-A disk is scanned through its sg node when it has one (no CAP_SYS_RAWIO needed).
+DEVICE is /dev/sdX, /dev/sgN or a symlink (/dev/oracleoci/oraclevdb, /dev/disk/by-path/...),
+or iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN. A disk is scanned through its sg node when it has
+one (no CAP_SYS_RAWIO needed); an iscsi:// device over lba-status's own initiator (no root).
 
 Options:
   --report-type T        all|nonzero|mapped|deallocated|anchored or 0..255 (default nonzero)
@@ -38,8 +32,8 @@ Options:
   --window-blocks N      SCAN LENGTH per command, 32-byte form (default and max: 1 GiB worth)
   --allocation-length N  reply buffer per command in bytes (default 32768; use 8 + 16k)
   --concurrency N        windows in flight, 32-byte form (default 4)
-  --engine E             threads (default: SG_IO on the device's own threads) | sg-async
-                         (sg's write()/read() on the event loop: least CPU per command)
+  --engine E             device nodes: threads (default: SG_IO on the device's own threads)
+                         | sg-async (sg's write()/read() on the event loop: least CPU per command)
   --changed-only         print only changed extents (every status but deallocated)
   --change-block-size N  with --changed-only: widen to multiples of N bytes and merge
                          (the delta volume's changeBlockSizeInBytes, e.g. 4096 or 1M)
@@ -49,29 +43,39 @@ Options:
   --no-progress          no progress line on stderr (shown only when stderr is a terminal)
   -h, --help             this help
 
+${DEVICE_OPTIONS_HELP}
+
 Output (ndjson): one extent per line, as the device reported it:
   {"lba":96,"blocks":16,"status":3,"additional":0}
 With --change-block-size: {"lba":0,"blocks":2048,"offset":0,"length":1048576}
 
-Exit status: 0 ok, 2 usage, 3 system error (missing device, permission, not SCSI),
-4 SCSI error (command refused), 5 transport error, 6 malformed reply, 130 interrupted.
+Exit status: 0 ok, 2 usage, 3 system error (missing device, permission, not SCSI, connection
+refused), 4 SCSI error (command refused), 5 transport error (iSCSI login refused included),
+6 malformed reply, 130 interrupted.
 
 Examples:
   lba-status scan /dev/sdb
+  LBA_STATUS_CHAP_SECRET="$(pass show iscsi/vol)" lba-status scan iscsi://vol@169.254.2.2/iqn.2015-12.com.oracleiaas:x/1
+  lba-status scan iscsi://10.0.0.5:3260/iqn.2024-01.lba-status:sim/1 --chap-user backup \
+      --chap-secret-file ~/.config/lba-status/chap --changed-only --change-block-size 1M
   lba-status scan /dev/sg2 --changed-only --change-block-size 1M --format text
   lba-status scan /dev/sdb --cdb 32 --start-lba 0 --window-blocks 2097152 --allocation-length 32768 --format sg3
   lba-status scan /dev/sdb --format json > extents.json
 `;
 
-const INFO_HELP = `Usage: lba-status info DEVICE [--json]
+const INFO_HELP = `Usage: lba-status info DEVICE [--json] [iSCSI options]
 
 Identify a SCSI device and what it supports: vendor, product, serial, block size, capacity,
 thin provisioning (LBPME, VPD B2h) and GET LBA STATUS(16)/(32) support as the device reports it
-(REPORT SUPPORTED OPERATION CODES; "unknown" when it does not answer).
+(REPORT SUPPORTED OPERATION CODES; "unknown" when it does not answer). DEVICE is a device node
+(/dev/sdX, /dev/sgN, a symlink) or iscsi://[USER@]HOST[:PORT]/TARGET-IQN/LUN.
+
+${DEVICE_OPTIONS_HELP}
 
 Examples:
   lba-status info /dev/sdb
   lba-status info /dev/sg1 --json | jq .capacityBytes
+  LBA_STATUS_CHAP_SECRET="$(pass show iscsi/backup)" lba-status info iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1
 `;
 
 function parseReportType(value: string | undefined): ReportTypeName | number | undefined {
@@ -91,23 +95,12 @@ function parseCdb(value: string | undefined): 'auto' | 16 | 32 | undefined {
   throw new UsageError(`--cdb must be auto, 16 or 32, got '${value}'`);
 }
 
-function takeDevice(positionals: string[]): string {
-  if (positionals.length !== 1) {
-    throw new UsageError(
-      positionals.length === 0
-        ? 'missing DEVICE (e.g. /dev/sdb)'
-        : `unexpected argument '${positionals[1]}'`,
-    );
-  }
-  return positionals[0]!;
-}
-
 /** Formats one sg3_utils 1.46 `-b` descriptor line. */
 function sg3Line(lba: number, blocks: number, status: number, additional: number): string {
   return `0x${lba.toString(16).padStart(16, '0')}  0x${blocks.toString(16)}  ${status}  ${additional}\n`;
 }
 
-async function runSg3(device: ScsiDevice, options: ScanOptions, io: CliIo): Promise<void> {
+async function runSg3(device: LbaStatusDevice, options: ScanOptions, io: CliIo): Promise<void> {
   const form = options.cdb === 16 ? 16 : 32;
   const allocationLength = options.allocationLength ?? 32768;
   const reply = await device.getLbaStatus({
@@ -199,13 +192,14 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
       progress: { type: 'boolean' },
       'no-progress': { type: 'boolean' },
       help: { type: 'boolean', short: 'h' },
+      ...DEVICE_OPTIONS,
     },
   });
   if (values.help) {
     io.stdout.write(SCAN_HELP);
     return ExitCode.ok;
   }
-  const path = takeDevice(positionals);
+  const target = await deviceArgs(takeDevice(positionals), values, io);
   const format = values.format ?? (io.stdout.isTTY ? 'text' : 'ndjson');
   if (!['ndjson', 'json', 'text', 'sg3'].includes(format))
     throw new UsageError(`--format must be ndjson, json, text or sg3, got '${format}'`);
@@ -236,10 +230,9 @@ async function runScan(args: string[], io: CliIo): Promise<number> {
   };
   for (const key of Object.keys(options) as Array<keyof ScanOptions>)
     if (options[key] === undefined) delete options[key];
-  const engine = parseEngine(values.engine);
-  const device = await openDevice(path, {
+  const device = await openDevice(target.address, {
     queueDepth: options.concurrency ?? DEFAULT_SCAN_CONCURRENCY,
-    ...(engine ? { engine } : {}),
+    ...target.options,
   });
   try {
     if (format === 'sg3') {
@@ -354,14 +347,18 @@ async function runInfo(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+      ...DEVICE_OPTIONS,
+    },
   });
   if (values.help) {
     io.stdout.write(INFO_HELP);
     return ExitCode.ok;
   }
-  const path = takeDevice(positionals);
-  const device = await openDevice(path, { queueDepth: 1 });
+  const target = await deviceArgs(takeDevice(positionals), values, io);
+  const device = await openDevice(target.address, { queueDepth: 1, ...target.options });
   try {
     const info = await device.info({ signal: io.signal });
     if (values.json) {

@@ -1,35 +1,13 @@
 /**
- * A SCSI device handle: open/close, one `execute()` for any command, and the typed commands built
- * on it (INQUIRY, READ CAPACITY, GET LBA STATUS). Scans live in lib/scan.
+ * A SCSI device over a transport: open/close, one `execute()` for any command (classified, with
+ * retries of transient conditions), and the typed commands every user needs (INQUIRY, VPD,
+ * READ CAPACITY). GET LBA STATUS and scans live in lib/scan, changed-data reads in lib/read;
+ * this layer knows neither.
  */
-import { constants } from 'node:fs';
-import { type FileHandle, open } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
-import {
-  type CommandEngine,
-  DataDirection,
-  getBinding,
-  type LbaStatusColumns,
-  type NativeBinding,
-  type NativeCommandQueue,
-} from '../binding.js';
-import {
-  DeviceClosedError,
-  DeviceSystemError,
-  MalformedReplyError,
-  ScsiError,
-  throwIfAborted,
-} from '../errors.js';
-import { type ChangedChunk, type ReadChangedOptions, readChanged } from '../read/reader.js';
-import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
-import {
-  type LbaExtent,
-  type LbaStatusBatch,
-  type ScanOptions,
-  scanBatches,
-  scanExtents,
-} from '../scan/scanner.js';
+import type { CommandEngine } from '../binding.js';
+import { DeviceClosedError, MalformedReplyError, ScsiError, throwIfAborted } from '../errors.js';
 import {
   type BlockLimits,
   type Capacity,
@@ -51,23 +29,17 @@ import {
   reportSupportedOpcodeCdb,
   type StandardInquiry,
 } from '../scsi/commands.js';
-import { SenseKey } from '../scsi/names.js';
+import { DataDirection, SenseKey } from '../scsi/names.js';
+import type { ResolveOptions } from '../transport/resolve.js';
+import type { ScsiTransport } from '../transport/types.js';
 import {
   InvalidArgTypeError,
-  InvalidArgValueError,
   optionalInteger,
   validateAbortSignal,
   validateOneOf,
   validateOptionKeys,
 } from '../validate.js';
 import { classifyOutcome, type RetryPolicy, retryDelay } from './execute.js';
-import {
-  type ResolvedDevice,
-  type ResolveOptions,
-  resolveDevice,
-  SG_MAJOR,
-  splitDev,
-} from './resolve.js';
 
 const debug = debuglog('lba-status');
 
@@ -76,15 +48,24 @@ const SENSE_LENGTH = 96;
 /** GET LBA STATUS can walk 1 GiB of a thin volume: give it a minute, as sg3_utils does. */
 export const DEFAULT_TIMEOUT_MS = 60_000;
 
+/** CHAP credentials for an `iscsi://` device; the secrets never appear in messages. */
+export interface ChapOptions {
+  /** CHAP name (default: the user part of the URL). */
+  username?: string;
+  secret: string;
+  /** Mutual CHAP: what the target must answer with. */
+  target?: { username: string; secret: string };
+}
+
 /** Options of {@link openDevice}. */
 export interface OpenOptions extends ResolveOptions {
   /**
-   * The most commands in flight at once on this device (default 4, at most 64). Neither engine
+   * The most commands in flight at once on this device (default 4, at most 64). No transport
    * uses libuv's thread pool, so scans never starve fs, dns or zlib work.
    */
   queueDepth?: number;
   /**
-   * How commands reach the kernel (default `'threads'`):
+   * How commands reach the kernel, for device nodes (default `'threads'`):
    * - `'threads'`: dedicated native threads running the SG_IO ioctl. The JS thread never enters
    *   the kernel for a command, so nothing the device or the block layer does can stall it.
    * - `'sg-async'`: the sg driver's write()/read() interface polled on the event loop (`/dev/sgN`
@@ -99,6 +80,10 @@ export interface OpenOptions extends ResolveOptions {
   retry?: RetryPolicy;
   /** Per-command timeout in ms (default 60 000). */
   timeoutMs?: number;
+  /** `iscsi://` devices: CHAP credentials (never put a secret in the URL). */
+  chap?: ChapOptions;
+  /** `iscsi://` devices: this initiator's IQN (default `iqn.2024-01.lba-status:initiator`). */
+  initiatorName?: string;
 }
 
 /** Options of {@link ScsiDevice.execute}. */
@@ -126,7 +111,7 @@ export interface CommandResult {
   data: Uint8Array;
   /** Bytes the device really transferred (allocation length − resid). */
   transferred: number;
-  /** Duration reported by the kernel, in ms. */
+  /** Duration reported by the transport, in ms. */
   durationMs: number;
   /** Tries it took (1 = no retry). */
   attempts: number;
@@ -157,59 +142,51 @@ export interface DeviceInfo extends StandardInquiry {
   getLbaStatus32: CommandSupport;
 }
 
-/** One GET LBA STATUS command's request. */
-export interface GetLbaStatusRequest {
-  cdb: 16 | 32;
-  lba: number;
-  /** Allocation length in bytes (default 32 768; prefer 8 + 16·k). */
-  allocationLength?: number;
-  /** SCAN LENGTH in logical blocks (32-byte form only; 0 = no limit). */
-  scanLength?: number;
-  /** REPORT TYPE (0..255). */
-  reportType?: number;
-  /** ELEMENT IDENTIFIER (32-byte form only). */
-  elementId?: number;
-  signal?: AbortSignal;
-  timeoutMs?: number;
+const PATH_OPTION_KEYS = ['queueDepth', 'engine', 'preferSg', 'sysfsRoot', 'devRoot'];
+const ISCSI_OPTION_KEYS = ['queueDepth', 'chap', 'initiatorName'];
+const COMMON_OPTION_KEYS = ['retry', 'timeoutMs'];
+const ENGINES = ['threads', 'sg-async'] as const;
+
+/** Settings a device keeps from {@link OpenOptions}. */
+export interface DeviceSettings {
+  retry: RetryPolicy;
+  timeoutMs: number;
 }
 
-/** One GET LBA STATUS reply, parsed into columns. */
-export interface GetLbaStatusReply extends LbaStatusColumns {
-  /** Bytes the device transferred. */
-  transferred: number;
-  allocationLength: number;
-  durationMs: number;
+function isTransport(value: unknown): value is ScsiTransport {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as ScsiTransport).execute === 'function' &&
+    typeof (value as ScsiTransport).close === 'function'
+  );
 }
-
-const OPEN_OPTION_KEYS = [
-  'queueDepth',
-  'engine',
-  'retry',
-  'timeoutMs',
-  'preferSg',
-  'sysfsRoot',
-  'devRoot',
-];
 
 /**
- * Opens a SCSI device for GET LBA STATUS and friends.
+ * Opens the transport `address` names (a device node, an `iscsi://` URL, or a transport
+ * object the caller made, whose ownership passes to the device), wraps it with `make`, and
+ * probes it with INQUIRY, so that what is not a SCSI device fails here. Nothing is left open
+ * on failure.
  *
- * Accepts `/dev/sgN`, `/dev/sdX` and symlinks to them. A block device is mapped to its sg node
- * when it has one (no CAP_SYS_RAWIO needed for 32-byte CDBs). The node is opened
- * `O_RDWR | O_NONBLOCK` (read-only for a write-protected block node) and probed with INQUIRY, so
- * what is not a SCSI device fails here with ENOTTY, and no descriptor is left open on failure.
- *
- * @example
- * ```ts
- * await using dev = await openDevice('/dev/sdc');
- * console.log(await dev.info());
- * ```
+ * @internal the public entry is `openDevice` in lib/api (it adds scans and reads).
  */
-export async function openDevice(path: string, options: OpenOptions = {}): Promise<ScsiDevice> {
-  if (typeof path !== 'string' || path.length === 0) {
-    throw new InvalidArgTypeError('path', 'a non-empty string', path);
+export async function openWith<T extends ScsiDevice>(
+  address: string | ScsiTransport,
+  options: OpenOptions,
+  make: (transport: ScsiTransport, settings: DeviceSettings) => T,
+): Promise<T> {
+  if (typeof options !== 'object' || options === null) {
+    throw new InvalidArgTypeError('options', 'an object', options);
   }
-  validateOptionKeys(options, 'options', OPEN_OPTION_KEYS);
+  const given = isTransport(address);
+  const url = typeof address === 'string' && /^iscsi:/i.test(address);
+  if (!given && (typeof address !== 'string' || address.length === 0)) {
+    throw new InvalidArgTypeError('path', 'a non-empty string or a transport', address);
+  }
+  validateOptionKeys(options, 'options', [
+    ...COMMON_OPTION_KEYS,
+    ...(given ? [] : url ? ISCSI_OPTION_KEYS : PATH_OPTION_KEYS),
+  ]);
   const queueDepth = optionalInteger(options.queueDepth, 'options.queueDepth', 1, 64, 4);
   const timeoutMs = optionalInteger(
     options.timeoutMs,
@@ -218,132 +195,106 @@ export async function openDevice(path: string, options: OpenOptions = {}): Promi
     2 ** 31 - 1,
     DEFAULT_TIMEOUT_MS,
   );
-  const engine = validateOneOf(options.engine ?? 'threads', 'options.engine', ENGINES);
-  const resolved = await resolveDevice(path, options);
-  const binding = getBinding();
-  const handle = await openNode(resolved);
-  let queue: NativeCommandQueue | undefined;
+  let transport: ScsiTransport;
+  if (given) {
+    transport = address;
+  } else if (url) {
+    const { openIscsiTransport } = await import('../transport/iscsi.js');
+    transport = await openIscsiTransport(address as string, {
+      queueDepth,
+      timeoutMs,
+      ...(options.chap === undefined ? {} : { chap: options.chap }),
+      ...(options.initiatorName === undefined ? {} : { initiatorName: options.initiatorName }),
+    });
+  } else {
+    const engine = validateOneOf(options.engine ?? 'threads', 'options.engine', ENGINES);
+    const { openSgioTransport } = await import('../transport/sgio.js');
+    transport = await openSgioTransport(address as string, { ...options, engine, queueDepth });
+  }
   try {
-    queue = await createQueue(binding, handle, resolved.path, engine, queueDepth);
-    const device = new ScsiDevice(resolved, handle, queue, binding, options.retry ?? {}, timeoutMs);
+    const device = make(transport, { retry: options.retry ?? {}, timeoutMs });
     await device.probe();
     return device;
   } catch (error) {
-    queue?.close();
-    await handle.close();
+    await transport.close();
     throw error;
-  }
-}
-
-const ENGINES = ['threads', 'sg-async'] as const;
-
-async function createQueue(
-  binding: NativeBinding,
-  handle: FileHandle,
-  path: string,
-  engine: CommandEngine,
-  depth: number,
-): Promise<NativeCommandQueue> {
-  if (engine === 'threads') return binding.createCommandQueue(depth);
-  const stats = await handle.stat();
-  if (!stats.isCharacterDevice() || splitDev(stats.rdev).major !== SG_MAJOR) {
-    throw new InvalidArgValueError(
-      'options.engine',
-      `needs an sg node (/dev/sgN), and ${path} is not one; use 'threads'`,
-      engine,
-    );
-  }
-  return binding.createSgAsyncQueue(handle.fd, depth);
-}
-
-async function openNode(resolved: ResolvedDevice): Promise<FileHandle> {
-  const flags = constants.O_RDWR | constants.O_NONBLOCK;
-  try {
-    return await open(resolved.path, flags);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    // A write-protected disk refuses O_RDWR on its block node; SG_IO works on a read-only open.
-    if (code === 'EROFS' && resolved.path === resolved.blockPath) {
-      try {
-        return await open(resolved.path, constants.O_RDONLY | constants.O_NONBLOCK);
-      } catch (retryError) {
-        throw DeviceSystemError.fromNode(retryError as NodeJS.ErrnoException, resolved.path);
-      }
-    }
-    // The sg node may be missing or unwritable where the block node works (e.g. root without udev).
-    if (
-      resolved.path === resolved.sgPath &&
-      resolved.blockPath &&
-      (code === 'ENOENT' || code === 'EACCES')
-    ) {
-      debug('cannot open %s (%s), using %s', resolved.sgPath, code, resolved.blockPath);
-      resolved.path = resolved.blockPath;
-      return openNode(resolved);
-    }
-    throw DeviceSystemError.fromNode(error as NodeJS.ErrnoException, resolved.path);
   }
 }
 
 /** An open SCSI device. Close it with `close()` or `await using`. */
 export class ScsiDevice {
-  /** The node SG_IO goes through. */
+  /** Where commands go: the node SG_IO goes through, or the `iscsi://` URL (no secret). */
   readonly path: string;
-  /** The path the caller opened. */
-  readonly requestedPath: string;
-  readonly sgPath: string | undefined;
-  readonly blockPath: string | undefined;
-  readonly #handle: FileHandle;
-  readonly #queue: NativeCommandQueue;
-  readonly #binding: NativeBinding;
+  readonly #transport: ScsiTransport;
   readonly #retry: RetryPolicy;
   readonly #timeoutMs: number;
   readonly #inFlight = new Set<Promise<unknown>>();
   #closing: Promise<void> | undefined;
   #inquiry: StandardInquiry | undefined;
   #capacity: Capacity | undefined;
-  /** The GET LBA STATUS form that works here, once known ('auto' fallback happens once). */
-  glsForm: 16 | 32 | undefined;
 
-  /** @internal use {@link openDevice} */
-  constructor(
-    resolved: ResolvedDevice,
-    handle: FileHandle,
-    queue: NativeCommandQueue,
-    binding: NativeBinding,
-    retry: RetryPolicy,
-    timeoutMs: number,
-  ) {
-    this.path = resolved.path;
-    this.requestedPath = resolved.requested;
-    this.sgPath = resolved.sgPath;
-    this.blockPath = resolved.blockPath;
-    this.#handle = handle;
-    this.#queue = queue;
-    this.#binding = binding;
-    this.#retry = retry;
-    this.#timeoutMs = timeoutMs;
+  /** @internal use `openDevice` */
+  constructor(transport: ScsiTransport, settings: DeviceSettings) {
+    this.path = transport.address;
+    this.#transport = transport;
+    this.#retry = settings.retry;
+    this.#timeoutMs = settings.timeoutMs;
   }
 
-  /** The native binding this device uses (the scanner builds CDBs and parses with it). */
-  get binding(): NativeBinding {
-    return this.#binding;
+  /** Which transport commands take: `'sgio'` (kernel), `'iscsi'` (userspace) or `'memory'`. */
+  get transport(): ScsiTransport['kind'] {
+    return this.#transport.kind;
+  }
+
+  /** The path the caller opened (device nodes; otherwise the address). */
+  get requestedPath(): string {
+    return (this.#transport as { requestedPath?: string }).requestedPath ?? this.path;
+  }
+
+  /** The sg node (device nodes only). */
+  get sgPath(): string | undefined {
+    return this.#transport.sgPath;
+  }
+
+  /** The block node, which O_DIRECT reads use (device nodes only). */
+  get blockPath(): string | undefined {
+    return this.#transport.blockPath;
   }
 
   /** The most commands this device has in flight at once. */
   get queueDepth(): number {
-    return this.#queue.depth;
+    return this.#transport.queueDepth;
   }
 
-  /** How commands reach the kernel on this device (see {@link OpenOptions.engine}). */
-  get engine(): CommandEngine {
-    return this.#queue.engine;
+  /** How commands reach the kernel (device nodes; undefined on other transports). */
+  get engine(): CommandEngine | undefined {
+    return (this.#transport as { engine?: CommandEngine }).engine;
   }
 
   get closed(): boolean {
     return this.#closing !== undefined;
   }
 
-  /** @internal first command after open: proves SG_IO works on the node. */
+  /**
+   * A zero-filled buffer for data-in that this device's fastest read path can use (native memory
+   * aligned to `alignment`, default 4096, for device nodes, so O_DIRECT reads of the block node
+   * take it).
+   */
+  allocate(length: number, alignment?: number): Uint8Array {
+    return this.#transport.allocate(length, alignment);
+  }
+
+  /**
+   * The largest transfer one command may carry below the device's own limit (VPD B0h): the
+   * kernel queue's for device nodes; none for userspace transports.
+   */
+  async transportMaxTransferBytes(): Promise<number | undefined> {
+    const probe = (this.#transport as { maxTransferBytes?: () => Promise<number> })
+      .maxTransferBytes;
+    return probe ? probe.call(this.#transport) : undefined;
+  }
+
+  /** @internal first command after open: proves the transport reaches a SCSI device. */
   async probe(): Promise<void> {
     const result = await this.execute(inquiryCdb(96), { command: 'INQUIRY', dataInLength: 96 });
     this.#inquiry = decodeStandardInquiry(result.data.subarray(0, result.transferred));
@@ -383,14 +334,13 @@ export class ScsiDevice {
         ? DataDirection.FromDevice
         : DataDirection.None;
     const sense = new Uint8Array(SENSE_LENGTH);
-    const pending = this.#queue.execute(
-      this.#handle.fd,
+    const pending = this.#transport.execute({
       cdb,
       direction,
       data,
       sense,
-      options.timeoutMs ?? this.#timeoutMs,
-    );
+      timeoutMs: options.timeoutMs ?? this.#timeoutMs,
+    });
     this.#inFlight.add(pending);
     let raw: Awaited<typeof pending>;
     try {
@@ -517,115 +467,13 @@ export class ScsiDevice {
   }
 
   /**
-   * Sends exactly one GET LBA STATUS command and returns its parsed reply, unvalidated: the
-   * building block of scans, and a way to compare with `sg_get_lba_status` command by command.
-   */
-  async getLbaStatus(request: GetLbaStatusRequest): Promise<GetLbaStatusReply> {
-    validateOptionKeys(request, 'request', [
-      'cdb',
-      'lba',
-      'allocationLength',
-      'scanLength',
-      'reportType',
-      'elementId',
-      'signal',
-      'timeoutMs',
-    ]);
-    const form = validateOneOf(request.cdb, 'request.cdb', [16, 32] as const);
-    const lba = optionalInteger(request.lba, 'request.lba', 0, Number.MAX_SAFE_INTEGER, 0);
-    const allocationLength = optionalInteger(
-      request.allocationLength,
-      'request.allocationLength',
-      8,
-      1 << 24,
-      32768,
-    );
-    const scanLength = optionalInteger(request.scanLength, 'request.scanLength', 0, 0xffffffff, 0);
-    const reportType = optionalInteger(request.reportType, 'request.reportType', 0, 255, 0);
-    const elementId = optionalInteger(request.elementId, 'request.elementId', 0, 0xffffffff, 0);
-    const signal = validateAbortSignal(request.signal, 'request.signal');
-    return this.sendGetLbaStatus(
-      form,
-      lba,
-      allocationLength,
-      scanLength,
-      reportType,
-      elementId,
-      signal,
-      request.timeoutMs,
-    );
-  }
-
-  /** @internal validated form of {@link getLbaStatus}. */
-  async sendGetLbaStatus(
-    form: 16 | 32,
-    lba: number,
-    allocationLength: number,
-    scanLength: number,
-    reportType: number,
-    elementId: number,
-    signal: AbortSignal | undefined,
-    timeoutMs?: number,
-    replyBuffer?: Uint8Array,
-  ): Promise<GetLbaStatusReply> {
-    const cdb =
-      form === 32
-        ? this.#binding.getLbaStatus32Cdb(
-            BigInt(lba),
-            scanLength,
-            elementId,
-            allocationLength,
-            reportType,
-          )
-        : this.#binding.getLbaStatus16Cdb(BigInt(lba), allocationLength, reportType);
-    const result = await this.execute(cdb, {
-      command: `GET LBA STATUS(${form})`,
-      ...(replyBuffer?.byteLength === allocationLength
-        ? { dataIn: replyBuffer }
-        : { dataInLength: allocationLength }),
-      signal,
-      timeoutMs,
-    });
-    const columns = this.#binding.parseLbaStatus(result.data, result.transferred);
-    return {
-      ...columns,
-      transferred: result.transferred,
-      allocationLength,
-      durationMs: result.durationMs,
-    };
-  }
-
-  /**
-   * Scans for LBA status and yields batches of descriptors as typed-array columns (no object per
-   * extent): the fast path for large volumes.
-   */
-  batches(options?: ScanOptions): AsyncGenerator<LbaStatusBatch> {
-    return scanBatches(this, options);
-  }
-
-  /** Scans for LBA status and yields one `{ lba, blocks, status, additional }` per extent. */
-  extents(options?: ScanOptions): AsyncGenerator<LbaExtent> {
-    return scanExtents(this, options);
-  }
-
-  /** Yields the changed (mapped) extents, aligned outward to the change block size and merged. */
-  changedExtents(options?: ChangedExtentsOptions): AsyncGenerator<ChangedExtent> {
-    return changedExtents(this, options);
-  }
-
-  /** Yields the changed data in volume order, several reads in flight, bounded memory. */
-  readChanged(options?: ReadChangedOptions): AsyncGenerator<ChangedChunk> {
-    return readChanged(this, options);
-  }
-
-  /**
-   * Waits for commands in flight, stops the command queue and closes the node. Idempotent.
+   * Waits for commands in flight, then closes the transport (the node and its queue, or the
+   * iSCSI session). Idempotent.
    */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled([...this.#inFlight]);
-      this.#queue.close();
-      await this.#handle.close();
+      await this.#transport.close();
     })();
     return this.#closing;
   }

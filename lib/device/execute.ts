@@ -1,28 +1,30 @@
 /**
- * Classification of one SG_IO outcome, in the order sg3_utils uses: ioctl errno → system error;
+ * Classification of one command's outcome (every transport reports in SG_IO's terms), in the order sg3_utils uses: ioctl errno → system error;
  * host_status / driver_status (other than DRIVER_SENSE) → transport error, never success;
  * CHECK CONDITION → sense; other non-GOOD status → status error. And the retry policy.
  */
-import type { RawSgResult } from '../binding.js';
+
 import { DeviceSystemError, ScsiError, TransportError } from '../errors.js';
 import { ScsiStatus, SenseKey } from '../scsi/names.js';
 import { decodeSense } from '../scsi/sense.js';
+import type { CommandOutcome } from '../transport/types.js';
 
 const DRIVER_SENSE = 0x08;
 
 /** Returns the error an outcome stands for, or undefined when the command succeeded. */
 export function classifyOutcome(
-  raw: RawSgResult,
+  raw: CommandOutcome,
   sense: Uint8Array,
   command: string,
   path: string,
 ): Error | undefined {
   if (raw.errno !== 0) return new DeviceSystemError(raw.errno, 'ioctl', path);
   const context = { command, path };
-  if (raw.hostStatus !== 0) return new TransportError(context, raw.hostStatus, raw.driverStatus);
+  if (raw.hostStatus !== 0)
+    return new TransportError(context, raw.hostStatus, raw.driverStatus, raw.detail);
   const driver = raw.driverStatus & 0x0f;
   if (driver !== 0 && driver !== DRIVER_SENSE) {
-    return new TransportError(context, raw.hostStatus, raw.driverStatus);
+    return new TransportError(context, raw.hostStatus, raw.driverStatus, raw.detail);
   }
   const status = raw.status & 0xfe;
   const senseBytes = sense.subarray(0, Math.min(raw.senseLength, sense.length));

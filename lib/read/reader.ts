@@ -5,8 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
-import { type FileHandle, open, readFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { type FileHandle, open } from 'node:fs/promises';
 import type { ScsiDevice } from '../device/device.js';
 import { DeviceSystemError, throwIfAborted } from '../errors.js';
 import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
@@ -86,29 +85,14 @@ export class ShortReadError extends Error {
   }
 }
 
-async function sysfsNumber(path: string): Promise<number | undefined> {
-  try {
-    const value = Number.parseInt((await readFile(path, 'utf8')).trim(), 10);
-    return Number.isFinite(value) && value > 0 ? value : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** The largest transfer the device and the kernel queue accept, in bytes. */
+/** The largest transfer the device and its transport accept in one command, in bytes. */
 async function maxTransferBytes(device: ScsiDevice, blockSize: number): Promise<number> {
   const limits: number[] = [];
   const info = await device.info().catch(() => undefined);
   if (info?.blockLimits?.maxTransferBlocks)
     limits.push(info.blockLimits.maxTransferBlocks * blockSize);
-  if (device.blockPath) {
-    const kb = await sysfsNumber(
-      join('/sys/block', basename(device.blockPath), 'queue/max_sectors_kb'),
-    );
-    if (kb) limits.push(kb * 1024);
-  } else {
-    limits.push(512 * 1024); // without a block node the queue limit is unknown: stay modest
-  }
+  const transportLimit = await device.transportMaxTransferBytes();
+  if (transportLimit) limits.push(transportLimit);
   return Math.min(...limits, 2 ** 30);
 }
 
@@ -246,9 +230,7 @@ export async function* readChanged(
   // O_DIRECT needs buffers aligned to the block size (and the page, for every kernel path).
   const alignment = Math.max(blockSize, 4096);
   const allocate = (length: number): Uint8Array =>
-    useDirect
-      ? new Uint8Array(device.binding.allocateAligned(length, alignment))
-      : new Uint8Array(length);
+    useDirect ? device.allocate(length, alignment) : new Uint8Array(length);
   // With reuseBuffers, concurrency + 1 buffers of chunkBytes cycle: one per read in flight and
   // the one the consumer holds. New pages are costly (page faults), reused ones are not.
   const free: Uint8Array[] = [];

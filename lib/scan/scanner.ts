@@ -12,7 +12,7 @@
  * A reply that breaks the rules is a {@link MalformedReplyError}: a changed block reported as
  * unchanged would be data loss, so nothing is skipped.
  */
-import type { GetLbaStatusReply, ScsiDevice } from '../device/device.js';
+import type { ScsiDevice } from '../device/device.js';
 import { MalformedReplyError, ScsiError, throwIfAborted } from '../errors.js';
 import { SenseKey } from '../scsi/names.js';
 import {
@@ -23,6 +23,12 @@ import {
   validateOneOf,
   validateOptionKeys,
 } from '../validate.js';
+import {
+  type GetLbaStatusReply,
+  knownForm,
+  rememberForm,
+  sendGetLbaStatus,
+} from './get-lba-status.js';
 
 /** REPORT TYPE names (SBC-4 table 49). */
 export const ReportType = {
@@ -263,11 +269,17 @@ class Scan {
   constructor(device: ScsiDevice, plan: ScanPlan) {
     this.#device = device;
     this.#plan = plan;
-    this.form = plan.cdb === 'auto' ? device.glsForm : plan.cdb;
+    this.form = plan.cdb === 'auto' ? knownForm(device) : plan.cdb;
   }
 
   get #context(): { command: string; path: string } {
     return { command: `GET LBA STATUS(${this.form ?? 32})`, path: this.#device.path };
+  }
+
+  /** The form is known: for this scan and for later scans of the device. */
+  #settleForm(form: 16 | 32): void {
+    this.form = form;
+    rememberForm(this.#device, form);
   }
 
   /** One command; in 'auto' mode the first one decides the form for the device. */
@@ -281,22 +293,22 @@ class Scan {
     const form = this.form ?? 32;
     this.#commands++;
     try {
-      const reply = await this.#device.sendGetLbaStatus(
-        form,
-        cursor,
-        plan.allocationLength,
-        form === 32 ? windowEnd - cursor : 0,
-        plan.reportType,
-        0,
-        plan.signal,
-        plan.timeoutMs,
-        buffer,
-      );
-      if (this.form === undefined) this.#device.glsForm = this.form = form;
+      const reply = await sendGetLbaStatus(this.#device, {
+        cdb: form,
+        lba: cursor,
+        allocationLength: plan.allocationLength,
+        scanLength: form === 32 ? windowEnd - cursor : 0,
+        reportType: plan.reportType,
+        elementId: 0,
+        signal: plan.signal,
+        timeoutMs: plan.timeoutMs,
+        replyBuffer: buffer,
+      });
+      if (this.form === undefined) this.#settleForm(form);
       return reply;
     } catch (error) {
       if (this.form === undefined && isUnsupportedForm(error, 32)) {
-        this.#device.glsForm = this.form = 16;
+        this.#settleForm(16);
         return this.#command(cursor, windowEnd, buffer);
       }
       throw error;

@@ -3,6 +3,30 @@
  * Sources of the values: SPC-6 (status, sense keys, ASC/ASCQ), include/scsi/scsi_status.h (DID_*).
  */
 
+/** Direction of the data phase of one SCSI command (the native enum's values, SG_DXFER_*). */
+export const DataDirection = {
+  /** No data phase (TEST UNIT READY). */
+  None: 0,
+  /** Device to host (`SG_DXFER_FROM_DEV`): INQUIRY, READ, GET LBA STATUS. */
+  FromDevice: 1,
+  /** Host to device (`SG_DXFER_TO_DEV`). */
+  ToDevice: 2,
+} as const;
+export type DataDirection = (typeof DataDirection)[keyof typeof DataDirection];
+
+/** Linux host bytes (include/scsi/scsi_status.h, DID_*) that the transports report. */
+export const HostStatus = {
+  OK: 0x00,
+  /** Could not connect before the timeout. */
+  NO_CONNECT: 0x01,
+  /** The command timed out (and was aborted). */
+  TIME_OUT: 0x03,
+  /** Internal error, e.g. a protocol violation by the target. */
+  ERROR: 0x07,
+  /** The transport failed and recovery gave up. */
+  TRANSPORT_FAILFAST: 0x0f,
+} as const;
+
 /** SCSI status byte values (SAM-6). */
 export const ScsiStatus = {
   GOOD: 0x00,

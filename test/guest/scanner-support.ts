@@ -1,7 +1,7 @@
 // Shared pieces of the scanner's guest tests (scsi_debug and tgt): a pattern of written ranges
 // and how to compare the library with sg_get_lba_status command by command.
 import { afterAll, beforeAll, expect } from 'vitest';
-import type { ScsiDevice } from '../../lib/index.js';
+import type { LbaStatusDevice } from '../../lib/index.js';
 import {
   type BlockRange,
   type Scenario,
@@ -54,8 +54,8 @@ export function merged(ranges: readonly BlockRange[]): Array<[number, number]> {
 
 /** Changed ranges as the library reports them, as [start, end) pairs. */
 export async function scannedChanged(
-  device: ScsiDevice,
-  options: Parameters<ScsiDevice['changedExtents']>[0] = {},
+  device: LbaStatusDevice,
+  options: Parameters<LbaStatusDevice['changedExtents']>[0] = {},
 ): Promise<Array<[number, number]>> {
   const out: Array<[number, number]> = [];
   for await (const e of device.changedExtents(options)) out.push([e.lba, e.lba + e.blocks]);
@@ -67,7 +67,7 @@ export async function scannedChanged(
  * from LBA 0, and asserts that every reply agrees. Returns the number of commands compared.
  */
 export async function agreeWithOracle(
-  device: ScsiDevice,
+  device: LbaStatusDevice,
   sg: string,
   allocationLength: number,
 ): Promise<number> {
