@@ -5,13 +5,17 @@
 # stopped again (the guest runs its own; nothing on the host needs them).
 #
 #   user-mode-linux  the guest kernel (linux.uml + modules)       kmod       modprobe for the guest
-#   sg3-utils        oracle and smoke-test tools                   tgt        iSCSI target (in guest)
-#   open-iscsi       iscsid/iscsiadm (in guest)                    libiscsi-bin  iscsi-test-cu
-#   iproute2, util-linux  ip, blkdiscard      gcc, libc6-dev  the UML FPU shim      clang-format
+#   sg3-utils        oracle and smoke-test tools                   tgt        iSCSI target (guest and
+#   open-iscsi       iscsid/iscsiadm (in guest)                               host tests' own tgtd)
+#   libiscsi-bin     iscsi-test-cu                                 gcc, libc6-dev  the UML FPU shim
+#   iproute2         ip                                            clang-format
+#   util-linux       blkdiscard, fallocate; setpriv (host tests run the client as nobody)
+#   qemu-utils, qemu-block-extra  qemu-img with libiscsi (block-iscsi.so, only a Recommends of
+#                    qemu-utils): the host tests' second reader of iscsi:// targets
 set -euo pipefail
 
 PKGS=(user-mode-linux kmod sg3-utils tgt open-iscsi libiscsi-bin iproute2 util-linux
-  gcc libc6-dev clang-format)
+  qemu-utils qemu-block-extra gcc libc6-dev clang-format)
 
 say() { echo "setup-system: $*"; }
 [ "$(uname -s)" = Linux ] || { say "not Linux; nothing to do"; exit 0; }
@@ -74,4 +78,6 @@ say "linux.uml: $([ -x $uml ] && echo "$uml (modules ${kver:-missing})" || echo 
 say "sg3_utils: $(dpkg-query -W -f='${Version}' sg3-utils), tgt: $(dpkg-query -W -f='${Version}' tgt)," \
   "open-iscsi: $(dpkg-query -W -f='${Version}' open-iscsi)"
 shm=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 { print int($4 / 1024) }')
+qemu_iscsi=$(qemu-img --help 2>/dev/null | sed -n 's/^Supported formats:.* \(iscsi\) .*/\1/p')
+say "qemu-img: $(dpkg-query -W -f='${Version}' qemu-utils) (iscsi driver: ${qemu_iscsi:-MISSING})"
 say "/dev/shm: ${shm:-?} MiB free (guest memory is backed there, else in /tmp)"
