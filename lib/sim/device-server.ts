@@ -5,10 +5,18 @@
  * LUN 1 is the volume (OCI attaches volumes at LUN 1); every other LUN answers INQUIRY with
  * peripheral qualifier 3 so that the Linux scanner creates exactly one disk, and REPORT LUNS
  * (on any LUN) lists LUN 1 only.
+ *
+ * Profiles: the default, `oci`, is an OCI delta volume as documented. `scsi_debug` and `tgt`
+ * answer GET LBA STATUS the way those targets were observed to (see
+ * ../shared/reference/test-targets.md §2.4 and §4), so that the one emulator serves the tests of
+ * the 32 → 16 fallback and of their replies too. Quirks (oci only) produce replies SBC-4 allows
+ * and the scanner must handle: descriptors that start before the requested LBA or run past the
+ * scan window, and RTP = 0.
  */
 import { createHash } from 'node:crypto';
 import { fillBlockData } from './block-data.js';
 import { type ChangedMap, STATUS_DEALLOCATED, STATUS_MAPPED } from './changed-map.js';
+import type { FaultKind } from './faults.js';
 import { descriptorSense, fixedSense, Sense, SenseKey, type SenseSpec, Status } from './sense.js';
 
 export const VOLUME_LUN = 1;
@@ -47,11 +55,59 @@ export class NexusState {
   }
 }
 
+/**
+ * Whose GET LBA STATUS the device server imitates:
+ * - `oci` (default): GET LBA STATUS(32) only (16 on request, `gls16`), report types 0–4, RTP = 1,
+ *   completion conditions 1/2/3; (16) refused with ILLEGAL REQUEST 20h/00h.
+ * - `scsi_debug` (Linux 6.1): (16) only, exactly one descriptor per reply (the run of equal state
+ *   at the requested LBA), statuses 0 (mapped or unknown) and 1, RTP = 0, completion condition 0,
+ *   report type ignored; an allocation length below 24 gets GOOD with no data; (32) refused with
+ *   24h/00h, field pointer CDB byte 8 bit 7.
+ * - `tgt` (1.0.85): (16) only, one descriptor per run to the end of the LUN (statuses 0/1, RTP = 0,
+ *   condition 0, report type ignored), PARAMETER DATA LENGTH counting all of them while the data
+ *   is cut at the allocation length (the last descriptor may arrive cut); (32) refused with
+ *   20h/00h.
+ *
+ * In the `scsi_debug` and `tgt` profiles, mapped extents of the map are mapped; everything else
+ * is deallocated (they have no "never written" state).
+ */
+export type DeviceProfile = 'oci' | 'scsi_debug' | 'tgt';
+export const DEVICE_PROFILES: readonly DeviceProfile[] = ['oci', 'scsi_debug', 'tgt'];
+
+/**
+ * GET LBA STATUS replies of the `oci` profile that SBC-4 allows and a scanner must handle (for
+ * tests; each costs a walk of the map from LBA 0 per command).
+ */
+export interface GlsQuirks {
+  /** The first descriptor starts where its extent starts, even before the requested LBA. */
+  unclippedStart?: boolean;
+  /** Descriptors run past the end of the scan window to the end of their extent. */
+  overrunWindow?: boolean;
+  /**
+   * RTP = 0: the report type is ignored and every LBA is listed as under report type 0 (mapped
+   * extents with status 0, "mapped or unknown").
+   */
+  ignoreReportType?: boolean;
+}
+
 export interface DeviceServerOptions {
   map: ChangedMap;
+  /** Whose GET LBA STATUS behaviour (and INQUIRY identity) to imitate (default `oci`). */
+  profile?: DeviceProfile;
+  /** Deviations of the `oci` profile's GET LBA STATUS replies (tests). */
+  quirks?: GlsQuirks;
+  /**
+   * Writes the content of one mapped block at `offset` of `out` (`blockSize` bytes). Default:
+   * block-data.ts's deterministic pattern from `dataSeed`. Tests pass their own pattern so that
+   * expected data never comes from the simulator.
+   */
+  fillBlock?: (out: Buffer, offset: number, lba: number) => void;
   /** Seed of the deterministic data of changed blocks (see block-data.ts). */
   dataSeed: number;
-  /** Answer GET LBA STATUS(16) (default false: ILLEGAL REQUEST 20h/00h, like OCI). */
+  /**
+   * `oci` profile: answer GET LBA STATUS(16) too (default false: ILLEGAL REQUEST 20h/00h, like
+   * OCI). The `scsi_debug` and `tgt` profiles always answer it.
+   */
   gls16?: boolean;
   /** Unit serial number (VPD 80h). Default: derived from `identity`. */
   serial?: string;
@@ -71,9 +127,15 @@ interface OpInfo {
   usage: number[];
 }
 
-const VENDOR = 'ORACLE  ';
-const PRODUCT = 'BlockVolume     ';
-const REVISION = '1.0 ';
+/** A fault decision's action (lib/sim/faults.ts) other than latency. */
+export type FaultAction = Exclude<FaultKind, 'latency'>;
+
+/** INQUIRY identity per profile: vendor (8), product (16), revision (4), as the targets report. */
+const IDENTITY: Record<DeviceProfile, [string, string, string]> = {
+  oci: ['ORACLE', 'BlockVolume', '1.0'],
+  scsi_debug: ['Linux', 'scsi_debug', '0191'],
+  tgt: ['IET', 'VIRTUAL-DISK', '0001'],
+};
 
 function ascii(s: string, len: number): Buffer {
   return Buffer.from(s.padEnd(len, ' ').slice(0, len), 'ascii');
@@ -89,6 +151,11 @@ function good(data?: Buffer): ScsiResult {
 
 function check(s: SenseSpec): ScsiResult {
   return { status: Status.CheckCondition, sense: fixedSense(s) };
+}
+
+/** Descriptors an allocation length has room for, counting a partial one. */
+function descriptorsWanted(alloc: number): number {
+  return alloc >= 8 ? Math.ceil((alloc - 8) / 16) : 0;
 }
 
 function cut(buf: Buffer, allocationLength: number): Buffer {
@@ -121,16 +188,40 @@ export class DeviceServer {
   readonly maxScanBlocks: number;
   readonly dataSeed: number;
   readonly serial: string;
+  readonly profile: DeviceProfile;
+  readonly quirks: Readonly<GlsQuirks>;
   #naa: Buffer;
   #targetName: string | undefined;
   #ops: OpInfo[];
+  #fillBlock: (out: Buffer, offset: number, lba: number) => void;
 
   constructor(opts: DeviceServerOptions) {
+    const profile = opts.profile ?? 'oci';
+    if (!DEVICE_PROFILES.includes(profile)) {
+      throw new RangeError(`profile must be one of ${DEVICE_PROFILES.join(', ')}; got ${profile}`);
+    }
+    const quirks = { ...opts.quirks };
+    for (const key of Object.keys(quirks)) {
+      if (!['unclippedStart', 'overrunWindow', 'ignoreReportType'].includes(key)) {
+        throw new RangeError(
+          `unknown quirk ${key} (use unclippedStart, overrunWindow, ignoreReportType)`,
+        );
+      }
+    }
+    if (profile !== 'oci' && Object.values(quirks).some(Boolean)) {
+      throw new RangeError(`quirks apply to the oci profile only (${profile} has its own replies)`);
+    }
+    this.profile = profile;
+    this.quirks = quirks;
     this.map = opts.map;
     this.blockSize = opts.map.blockSize;
     this.capacity = opts.map.capacityBlocks;
-    this.gls16 = opts.gls16 ?? false;
+    this.gls16 = profile !== 'oci' || (opts.gls16 ?? false);
     this.dataSeed = opts.dataSeed;
+    const seed = opts.dataSeed;
+    const bs = this.blockSize;
+    this.#fillBlock =
+      opts.fillBlock ?? ((out, offset, lba) => fillBlockData(out, offset, lba, bs, seed));
     this.maxTransferBlocks = Math.max(
       1,
       Math.floor((opts.maxTransferBytes ?? 4 * 1024 * 1024) / this.blockSize),
@@ -205,6 +296,10 @@ export class DeviceServer {
       case 0x7f: {
         if (cdb.length < 10) return check(Sense.invalidOpcode);
         if (cdb.readUInt16BE(8) === 0x0012 && cdb.length === 32) {
+          // scsi_debug: an unknown service action of a known opcode (field pointer byte 8 bit 7);
+          // tgt: opcodes 60h–7Fh are not implemented at all.
+          if (this.profile === 'scsi_debug') return check(Sense.invalidField(8, 7));
+          if (this.profile === 'tgt') return check(Sense.invalidOpcode);
           return this.#getLbaStatus32(cdb, req.malform);
         }
         return check(Sense.invalidOpcode);
@@ -214,6 +309,32 @@ export class DeviceServer {
         return check(Sense.invalidOpcode);
       default:
         return check(Sense.invalidOpcode);
+    }
+  }
+
+  /**
+   * Executes one command under a fault decision (lib/sim/faults.ts): BUSY, TASK SET FULL, UNIT
+   * ATTENTION and NOT READY replace the command's result, gls-* malform its GET LBA STATUS reply.
+   * Returns undefined for `drop-connection`, which is the transport's to carry out.
+   */
+  executeWithFault(req: ScsiRequest, action: FaultAction | undefined): ScsiResult | undefined {
+    switch (action) {
+      case 'drop-connection':
+        return undefined;
+      case 'busy':
+        return { status: Status.Busy };
+      case 'task-set-full':
+        return { status: Status.TaskSetFull };
+      case 'unit-attention':
+        return check(Sense.powerOnReset);
+      case 'not-ready':
+        return check(Sense.becomingReady);
+      case 'gls-bad-length':
+        return this.execute({ ...req, malform: 'bad-length' });
+      case 'gls-overlap':
+        return this.execute({ ...req, malform: 'overlap' });
+      default:
+        return this.execute(req);
     }
   }
 
@@ -239,9 +360,10 @@ export class DeviceServer {
       b[3] = 0x12; // HISUP, response data format 2
       b[4] = b.length - 5;
       b[7] = 0x02; // CMDQUE
-      ascii(VENDOR, 8).copy(b, 8);
-      ascii(PRODUCT, 16).copy(b, 16);
-      ascii(REVISION, 4).copy(b, 32);
+      const [vendor, product, revision] = IDENTITY[this.profile];
+      ascii(vendor, 8).copy(b, 8);
+      ascii(product, 16).copy(b, 16);
+      ascii(revision, 4).copy(b, 32);
       // Version descriptors: SAM-5, iSCSI, SPC-4, SBC-3.
       [0x00a0, 0x0960, 0x0460, 0x04c0].forEach((v, i) => {
         b.writeUInt16BE(v, 58 + i * 2);
@@ -287,7 +409,8 @@ export class DeviceServer {
     // NAA, binary, associated with the LU.
     parts.push(Buffer.concat([Buffer.from([0x01, 0x03, 0x00, 0x10]), this.#naa]));
     // T10 vendor ID, ASCII.
-    const t10 = Buffer.from(`${VENDOR}${PRODUCT.trim()}:${this.serial}`, 'ascii');
+    const [vendor, product] = IDENTITY[this.profile];
+    const t10 = Buffer.from(`${vendor.padEnd(8, ' ')}${product}:${this.serial}`, 'ascii');
     parts.push(Buffer.concat([Buffer.from([0x02, 0x01, 0x00, t10.length]), t10]));
     // Relative target port 1 (iSCSI, PIV, associated with the target port).
     parts.push(Buffer.from([0x51, 0x94, 0x00, 0x04, 0x00, 0x00, 0x00, 0x01]));
@@ -408,7 +531,7 @@ export class DeviceServer {
       if (map.statuses[i] === STATUS_MAPPED) {
         const s = Math.max(lba, map.starts[i]!);
         const e = Math.min(end, map.ends[i]!);
-        for (let b = s; b < e; b++) fillBlockData(out, (b - lba) * bs, b, bs, this.dataSeed);
+        for (let b = s; b < e; b++) this.#fillBlock(out, (b - lba) * bs, b);
       }
       i++;
     }
@@ -432,7 +555,7 @@ export class DeviceServer {
     if (lba >= BigInt(this.capacity)) return check(Sense.lbaOutOfRange);
     const start = Number(lba);
     return good(
-      this.#glsReply(start, Math.min(start + scan, this.capacity), rt, alloc, true, malform),
+      this.#ociReply(start, Math.min(start + scan, this.capacity), rt, alloc, true, malform),
     );
   }
 
@@ -440,16 +563,31 @@ export class DeviceServer {
     const lba = cdb.readBigUInt64BE(2);
     const alloc = cdb.readUInt32BE(10);
     const rt = cdb[14]!;
-    if (rt > 4) return check(Sense.invalidField(14));
+    // scsi_debug and tgt ignore the report type byte altogether.
+    if (this.profile === 'oci' && rt > 4) return check(Sense.invalidField(14));
     if (lba >= BigInt(this.capacity)) return check(Sense.lbaOutOfRange);
-    return good(this.#glsReply(Number(lba), this.capacity, rt, alloc, false, malform));
+    const start = Number(lba);
+    if (this.profile === 'oci') {
+      return good(this.#ociReply(start, this.capacity, rt, alloc, false, malform));
+    }
+    // scsi_debug: `if (alloc_len < 24) return 0;` — GOOD, nothing transferred.
+    if (this.profile === 'scsi_debug' && alloc < 24) return good();
+    const descs: number[] = [];
+    let total = 0;
+    const want = this.profile === 'scsi_debug' ? 1 : descriptorsWanted(alloc);
+    glsDescriptors(this.map, start, this.capacity, 0, (l, n, st) => {
+      if (this.profile === 'scsi_debug' && total > 0) return;
+      if (total < want) descs.push(l, n, st);
+      total++;
+    });
+    return good(this.#encode(start, descs, total, 0, 0, alloc, malform));
   }
 
   /**
-   * Builds the parameter data for the window [start, end). PARAMETER DATA LENGTH always
+   * The oci profile's parameter data for the window [start, end). PARAMETER DATA LENGTH always
    * describes every descriptor of the window; the transfer is cut at the allocation length.
    */
-  #glsReply(
+  #ociReply(
     start: number,
     end: number,
     reportType: number,
@@ -457,13 +595,44 @@ export class DeviceServer {
     hasScanLength: boolean,
     malform?: GlsMalformation,
   ): Buffer {
-    const want = alloc >= 8 ? Math.ceil((alloc - 8) / 16) : 0;
+    const { unclippedStart, overrunWindow, ignoreReportType } = this.quirks;
+    const rt = ignoreReportType ? 0 : reportType;
+    const want = descriptorsWanted(alloc);
     const descs: number[] = []; // lba, blocks, status triples
     let total = 0;
-    glsDescriptors(this.map, start, end, reportType, (l, n, st) => {
+    const add = (l: number, n: number, st: number): void => {
       if (total < want) descs.push(l, n, st);
       total++;
-    });
+    };
+    if (unclippedStart || overrunWindow) {
+      // Whole extents from the start of the medium, kept where they meet the window.
+      glsDescriptors(this.map, 0, this.capacity, rt, (l, n, st) => {
+        if (l + n <= start || l >= end) return;
+        const s = unclippedStart ? l : Math.max(l, start);
+        const e = overrunWindow ? l + n : Math.min(l + n, end);
+        add(s, e - s, st);
+      });
+    } else {
+      glsDescriptors(this.map, start, end, rt, add);
+    }
+    const ccDone = end >= this.capacity ? 3 : hasScanLength ? 2 : 3;
+    return this.#encode(start, descs, total, ccDone, ignoreReportType ? 0 : 1, alloc, malform);
+  }
+
+  /**
+   * Encodes a reply to a request at `start` of `total` descriptors of which `descs` (lba,
+   * blocks, status triples) are the first ones, cut at the allocation length. `ccDone` is the completion condition when
+   * every descriptor fits (0 for targets that never report one; else 1 when some did not fit).
+   */
+  #encode(
+    start: number,
+    descs: number[],
+    total: number,
+    ccDone: number,
+    rtp: 0 | 1,
+    alloc: number,
+    malform?: GlsMalformation,
+  ): Buffer {
     if (malform === 'overlap') {
       // A second descriptor that starts inside the first one.
       const l0 = descs.length >= 3 ? descs[0]! : start;
@@ -473,13 +642,11 @@ export class DeviceServer {
       total = Math.max(total, 1) + 1;
     }
     const allFit = 8 + 16 * total <= alloc;
-    let cc: number;
-    if (allFit || malform) cc = end >= this.capacity ? 3 : hasScanLength ? 2 : 3;
-    else cc = 1;
+    const cc = allFit || malform || ccDone === 0 ? ccDone : 1;
     const n = descs.length / 3;
     let buf = Buffer.alloc(8 + 16 * n);
     buf.writeUInt32BE(Math.min(0xffffffff, 4 + 16 * total), 0);
-    buf[7] = (cc << 1) | 1; // RTP = 1
+    buf[7] = (cc << 1) | rtp;
     for (let i = 0; i < n; i++) {
       const o = 8 + i * 16;
       buf.writeBigUInt64BE(BigInt(descs[i * 3]!), o);
@@ -492,7 +659,7 @@ export class DeviceServer {
       if (alloc < 12) k = 0;
       buf = Buffer.concat([buf.subarray(0, 8 + 16 * k), Buffer.from([0xde, 0xad, 0xbe, 0xef])]);
       buf.writeUInt32BE(4 + 16 * k + 4, 0);
-      buf[7] = ((end >= this.capacity ? 3 : hasScanLength ? 2 : 3) << 1) | 1;
+      buf[7] = (ccDone << 1) | rtp;
     }
     return cut(buf, alloc);
   }
@@ -527,6 +694,11 @@ export class DeviceServer {
       { opcode: 0xa8, usage: [0xa8, 0x18, ...ff(8), 0, 0] },
       { opcode: 0xaa, usage: [0xaa, 0x18, ...ff(8), 0, 0] },
     ];
+    if (this.profile !== 'oci')
+      ops.splice(
+        ops.findIndex((o) => o.opcode === 0x7f),
+        1,
+      );
     if (this.gls16) {
       ops.push({ opcode: 0x9e, sa: 0x12, usage: [0x9e, 0x12, ...ff(12), 0xff, 0] });
     }

@@ -274,3 +274,207 @@ describe('other commands', () => {
     expect(senseTriple(run(oci, cdb('000000000000'), 2).sense)).toBe('05/25/00');
   });
 });
+
+describe('profiles', () => {
+  // A 4096-block volume: mapped [0x40, 0x48) and [0x100, 0x110); deallocated [0x48, 0x50).
+  const small = (cbs = 512) =>
+    ChangedMap.fromByteExtents({ sizeBytes: 4096 * 512, blockSize: 512, changeBlockSize: cbs }, [
+      { offset: 0x40 * 512, length: 8 * 512 },
+      { offset: 0x48 * 512, length: 8 * 512, status: 'deallocated' },
+      { offset: 0x100 * 512, length: 0x10 * 512 },
+    ]);
+  const hex = (s: string) => s.replace(/ /g, '');
+
+  describe('scsi_debug', () => {
+    const dev = new DeviceServer({ map: small(), dataSeed: 0, profile: 'scsi_debug' });
+
+    it('refuses GET LBA STATUS(32) with 24h/00h, field pointer byte 8 bit 7 (as observed)', () => {
+      const r = run(dev, gls32Cdb(0, 8, 1024));
+      expect(r.status).toBe(2);
+      expect(r.sense!.toString('hex')).toBe('700005000000000a00000000240000cf0008');
+    });
+
+    it('answers (16) with one descriptor, statuses 0/1, condition 0 and RTP 0', () => {
+      // The observed reply after writing at LBA 0x40: length 20, byte 7 zero.
+      expect(run(dev, gls16Cdb(0x40, 1024)).data!.toString('hex')).toBe(
+        hex('00000014 00000000 0000000000000040 00000008 00000000'),
+      );
+      // From the requested LBA to the end of its run; deallocated and never-written alike are 1.
+      expect(parseGls(run(dev, gls16Cdb(0x44, 1024)).data!).descriptors).toEqual([
+        { lba: 0x44, blocks: 4, status: 0 },
+      ]);
+      expect(parseGls(run(dev, gls16Cdb(0x48, 1024)).data!).descriptors).toEqual([
+        { lba: 0x48, blocks: 0x100 - 0x48, status: 1 },
+      ]);
+      expect(parseGls(run(dev, gls16Cdb(0, 1024)).data!).descriptors).toEqual([
+        { lba: 0, blocks: 0x40, status: 1 },
+      ]);
+      expect(parseGls(run(dev, gls16Cdb(0x110, 1024)).data!).descriptors).toEqual([
+        { lba: 0x110, blocks: 4096 - 0x110, status: 1 },
+      ]);
+    });
+
+    it('ignores the report type', () => {
+      for (const rt of [0, 1, 2, 3, 0x10, 0xff]) {
+        expect(run(dev, gls16Cdb(0x40, 1024, rt)).data!.toString('hex')).toBe(
+          hex('00000014 00000000 0000000000000040 00000008 00000000'),
+        );
+      }
+    });
+
+    it('returns GOOD with no data for an allocation length below 24', () => {
+      for (const alloc of [0, 8, 23]) {
+        const r = run(dev, gls16Cdb(0x40, alloc));
+        expect(r.status).toBe(0);
+        expect(r.data?.length ?? 0).toBe(0);
+      }
+      expect(run(dev, gls16Cdb(0x40, 24)).data!.length).toBe(24);
+    });
+
+    it('refuses a start LBA at or past the capacity with 21h/00h', () => {
+      expect(senseTriple(run(dev, gls16Cdb(4096, 1024)).sense)).toBe('05/21/00');
+    });
+
+    it('identifies as Linux scsi_debug and lists (16), not (32)', () => {
+      expect(run(dev, cdb('120000006000')).data!.subarray(8, 36).toString('latin1')).toBe(
+        'Linux   scsi_debug      0191',
+      );
+      expect(run(dev, cdb('a30c029e0012000010000000')).data![1]! & 7).toBe(3);
+      expect(run(dev, cdb('a30c027f0012000010000000')).data!.toString('hex')).toBe('00010000');
+    });
+  });
+
+  describe('tgt', () => {
+    const dev = new DeviceServer({ map: small(), dataSeed: 0, profile: 'tgt' });
+    // Every run from the requested LBA to the end of the LUN: 5 from LBA 0.
+    const fromZero = [
+      { lba: 0, blocks: 0x40, status: 1 },
+      { lba: 0x40, blocks: 8, status: 0 },
+      { lba: 0x48, blocks: 0xb8, status: 1 },
+      { lba: 0x100, blocks: 0x10, status: 0 },
+      { lba: 0x110, blocks: 4096 - 0x110, status: 1 },
+    ];
+
+    it('refuses GET LBA STATUS(32) with 20h/00h', () => {
+      expect(senseTriple(run(dev, gls32Cdb(0, 8, 1024)).sense)).toBe('05/20/00');
+    });
+
+    it('reports every run to the end of the LUN, condition 0, RTP 0, whatever the report type', () => {
+      for (const rt of [0, 1, 2, 3]) {
+        expect(parseGls(run(dev, gls16Cdb(0, 1024, rt)).data!)).toEqual({
+          parameterDataLength: 4 + 16 * 5,
+          completionCondition: 0,
+          rtp: 0,
+          descriptors: fromZero,
+        });
+      }
+      expect(parseGls(run(dev, gls16Cdb(0x44, 1024)).data!).descriptors).toEqual([
+        { lba: 0x44, blocks: 4, status: 0 },
+        ...fromZero.slice(2),
+      ]);
+    });
+
+    it('counts every descriptor in PARAMETER DATA LENGTH and cuts the data at the allocation length', () => {
+      const one = run(dev, gls16Cdb(0, 24)).data!;
+      expect(one.toString('hex')).toBe(hex('00000054 00000000 0000000000000000 00000040 01000000'));
+      // 30 bytes: one descriptor and the first 6 bytes of the next (cut in half).
+      const cutReply = run(dev, gls16Cdb(0, 30)).data!;
+      expect(cutReply.length).toBe(30);
+      expect(cutReply.readUInt32BE(0)).toBe(0x54);
+      expect(cutReply.subarray(24).toString('hex')).toBe('000000000000');
+      expect(run(dev, gls16Cdb(0, 4)).data!.toString('hex')).toBe('00000054');
+    });
+
+    it('identifies as IET VIRTUAL-DISK', () => {
+      expect(run(dev, cdb('120000006000')).data!.subarray(8, 32).toString('latin1')).toBe(
+        'IET     VIRTUAL-DISK    ',
+      );
+    });
+  });
+
+  describe('oci quirks', () => {
+    // One mapped extent [90, 130) on a 1000-block volume.
+    const map = ChangedMap.fromByteExtents(
+      { sizeBytes: 1000 * 512, blockSize: 512, changeBlockSize: 512 },
+      [{ offset: 90 * 512, length: 40 * 512 }],
+    );
+    const with_ = (quirks: object) => new DeviceServer({ map, dataSeed: 0, quirks });
+    const window = (dev: DeviceServer, rt = 1) =>
+      parseGls(run(dev, gls32Cdb(100, 20, 1024, rt)).data!);
+
+    it('clips to the window by default', () => {
+      expect(window(with_({})).descriptors).toEqual([{ lba: 100, blocks: 20, status: 3 }]);
+    });
+
+    it('unclippedStart: the descriptor starts where the extent starts', () => {
+      expect(window(with_({ unclippedStart: true }))).toMatchObject({
+        completionCondition: 2,
+        descriptors: [{ lba: 90, blocks: 30, status: 3 }],
+      });
+    });
+
+    it('overrunWindow: the descriptor runs to the end of the extent', () => {
+      expect(window(with_({ overrunWindow: true })).descriptors).toEqual([
+        { lba: 100, blocks: 30, status: 3 },
+      ]);
+      expect(window(with_({ unclippedStart: true, overrunWindow: true })).descriptors).toEqual([
+        { lba: 90, blocks: 40, status: 3 },
+      ]);
+    });
+
+    it('ignoreReportType: RTP 0 and every LBA listed, mapped as 0', () => {
+      const dev = with_({ ignoreReportType: true });
+      for (const rt of [1, 2, 3]) {
+        expect(parseGls(run(dev, gls32Cdb(0, 1000, 1024, rt)).data!)).toEqual({
+          parameterDataLength: 4 + 16 * 3,
+          completionCondition: 3,
+          rtp: 0,
+          descriptors: [
+            { lba: 0, blocks: 90, status: 1 },
+            { lba: 90, blocks: 40, status: 0 },
+            { lba: 130, blocks: 870, status: 1 },
+          ],
+        });
+      }
+    });
+
+    it('refuses quirks on other profiles, unknown quirks and unknown profiles', () => {
+      expect(
+        () =>
+          new DeviceServer({ map, dataSeed: 0, profile: 'tgt', quirks: { unclippedStart: true } }),
+      ).toThrow(RangeError);
+      expect(() => with_({ clipEverything: true })).toThrow(/unknown quirk/);
+      expect(() => new DeviceServer({ map, dataSeed: 0, profile: 'lio' as never })).toThrow(
+        /profile must be one of oci, scsi_debug, tgt/,
+      );
+    });
+  });
+
+  it('reads mapped blocks with the pattern fillBlock writes, zeros elsewhere', () => {
+    const dev = new DeviceServer({
+      map: small(),
+      dataSeed: 0,
+      fillBlock: (out, offset, lba) => out.fill(lba & 0xff, offset, offset + 512),
+    });
+    const r = run(dev, cdb('28000000003f00000300')); // LBAs 0x3f..0x41
+    expect(r.data!.subarray(0, 512).every((b) => b === 0)).toBe(true);
+    expect(r.data!.subarray(512, 1024).every((b) => b === 0x40)).toBe(true);
+    expect(r.data!.subarray(1024).every((b) => b === 0x41)).toBe(true);
+  });
+
+  it('executes under fault decisions as the iSCSI target does', () => {
+    const req = { lun: 1, cdb: gls32Cdb(0x60, 2097152, 32768) };
+    expect(oci.executeWithFault(req, 'busy')).toEqual({ status: 8 });
+    expect(oci.executeWithFault(req, 'task-set-full')).toEqual({ status: 0x28 });
+    expect(senseTriple(oci.executeWithFault(req, 'unit-attention')!.sense)).toBe('06/29/00');
+    expect(senseTriple(oci.executeWithFault(req, 'not-ready')!.sense)).toBe('02/04/01');
+    expect(oci.executeWithFault(req, 'drop-connection')).toBeUndefined();
+    const bad = oci.executeWithFault(req, 'gls-bad-length')!.data!;
+    expect((bad.readUInt32BE(0) - 4) % 16).not.toBe(0);
+    const [a, b] = parseGls(oci.executeWithFault(req, 'gls-overlap')!.data!).descriptors;
+    expect(b!.lba).toBeLessThan(a!.lba + a!.blocks);
+    expect(oci.executeWithFault(req, undefined)!.data!.toString('hex')).toBe(
+      ociReply.replace(/ /g, ''),
+    );
+  });
+});
