@@ -33,9 +33,12 @@ export {
   type VolumeGeometry,
 } from './sim/changed-map.js';
 export {
+  DEVICE_PROFILES,
+  type DeviceProfile,
   DeviceServer,
   type DeviceServerOptions,
   type GlsMalformation,
+  type GlsQuirks,
   glsDescriptors,
   NexusState,
   type ScsiRequest,
@@ -64,3 +67,11 @@ export {
   startSimulator,
 } from './sim/simulator.js';
 export { IscsiTarget, type TargetOptions, type TargetStats } from './sim/target.js';
+export {
+  createMemoryTransport,
+  type MemoryTestHook,
+  type MemoryTestOutcome,
+  type MemoryTransport,
+  type MemoryTransportOptions,
+  type MemoryTransportStats,
+} from './transport/memory.js';
