@@ -111,6 +111,13 @@ export function describeIf(name: string, reason: string | undefined, fn: () => v
   describe.skip(`${name} [skipped: ${reason}]`, fn);
 }
 
+/** Inside a test: skip it for `reason` (or fail under CI / LBA_STATUS_REQUIRE_*). */
+export function skipUnless(ctx: { skip(note?: string): void }, reason: string | undefined): void {
+  if (!reason) return;
+  if (REQUIRED) throw new Error(`cannot run: ${reason} (CI: a skipped host test is a failure)`);
+  ctx.skip(reason);
+}
+
 /** The first missing prerequisite of the CLI tests, or undefined. */
 export function cliReason(): string | undefined {
   if (!existsSync(CLI)) return `${CLI} is missing: run \`npm run build:ts\``;
