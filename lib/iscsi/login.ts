@@ -433,3 +433,58 @@ export class TargetLoginNegotiator {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Initiator side
+
+/** What a failed login's Status-Class/Status-Detail means, and what to fix (no secrets). */
+export function describeLoginStatus(statusClass: number, statusDetail: number): string {
+  const code = `status ${statusClass}/0x${statusDetail.toString(16).padStart(2, '0')}`;
+  if (statusClass === 1) {
+    return `the target redirected the login (${code}): connect to the portal it names (TargetAddress) instead`;
+  }
+  if (statusClass === 2) {
+    switch (statusDetail) {
+      case 0x01:
+        return `authentication failed (${code}): check the CHAP user name and secret (LBA_STATUS_CHAP_SECRET or --chap-secret-file FILE), or give them if the target requires CHAP`;
+      case 0x02:
+        return `this initiator is not authorized for the target (${code}): check the target's access list for the initiator name`;
+      case 0x03:
+        return `the target IQN was not found on this portal (${code}): check the IQN in the URL (SendTargets discovery lists the targets a portal serves)`;
+      case 0x04:
+        return `the target was removed (${code}): check that the volume is still attached`;
+      case 0x05:
+        return `the target does not support iSCSI version 0 (${code})`;
+      case 0x06:
+        return `the target refused another connection (${code}): too many connections; close other sessions to this target`;
+      case 0x07:
+        return `the target says a login parameter is missing (${code})`;
+      case 0x08:
+        return `the target cannot include this connection in the session (${code})`;
+      case 0x09:
+        return `the target does not support this session type (${code})`;
+      case 0x0a:
+        return `the session to reinstate does not exist on the target (${code})`;
+      case 0x0b:
+        return `the target received a request that is invalid during login (${code})`;
+      default:
+        return `the target refused the login as an initiator error (${code})`;
+    }
+  }
+  if (statusClass === 3) {
+    switch (statusDetail) {
+      case 0x01:
+        return `the target service is unavailable (${code}): retry later`;
+      case 0x02:
+        return `the target is out of resources (${code}): retry later or close other sessions`;
+      default:
+        return `the target reported an error (${code}): retry later`;
+    }
+  }
+  return `the target refused the login (${code})`;
+}
+
+/** True when retrying the same login later may succeed (target errors, not our mistakes). */
+export function isTransientLoginStatus(statusClass: number): boolean {
+  return statusClass === 3;
+}

@@ -1,11 +1,15 @@
 /**
  * A streaming PDU reader: feed it TCP chunks of any size, get whole PDUs back. Handles PDUs split
  * across reads, several PDUs in one read, AHS, and data-segment padding.
+ *
+ * Bounded: a PDU whose data segment is longer than the limit (the receiver's declared
+ * MaxRecvDataSegmentLength; 8192 during login) is refused from its BHS alone, before its data is
+ * buffered, so the most held is one chunk plus one PDU of at most 48 + 1020 + limit bytes.
  */
 import { BHS_LENGTH, IscsiProtocolError, type RawPdu } from './pdu.js';
 
 export interface PduReaderOptions {
-  /** Largest data segment accepted (the receiver's MaxRecvDataSegmentLength, or more). */
+  /** Largest data segment accepted (the receiver's MaxRecvDataSegmentLength). Default 8192. */
   maxDataSegmentLength?: number;
 }
 
@@ -17,12 +21,17 @@ export class PduReader {
   #maxData: number;
 
   constructor(options: PduReaderOptions = {}) {
-    this.#maxData = options.maxDataSegmentLength ?? 16 * 1024 * 1024;
+    this.#maxData = options.maxDataSegmentLength ?? 8192;
   }
 
   /** Raises or lowers the data segment limit (after login negotiation). */
   setMaxDataSegmentLength(n: number): void {
     this.#maxData = n;
+  }
+
+  /** The data segment limit in force. */
+  get maxDataSegmentLength(): number {
+    return this.#maxData;
   }
 
   /** Bytes held for an incomplete PDU. */
@@ -44,7 +53,7 @@ export class PduReader {
       const dataLen = head.readUIntBE(5, 3);
       if (dataLen > this.#maxData) {
         throw new IscsiProtocolError(
-          `data segment of ${dataLen} bytes exceeds the limit of ${this.#maxData}`,
+          `data segment of ${dataLen} bytes (opcode 0x${(head[0]! & 0x3f).toString(16)}) exceeds the declared MaxRecvDataSegmentLength of ${this.#maxData}`,
         );
       }
       const total = BHS_LENGTH + ahsLen + ((dataLen + 3) & ~3);
@@ -75,16 +84,25 @@ export class PduReader {
     return out;
   }
 
+  /** Removes the first n bytes: a view when one chunk holds them, else exactly n copied bytes. */
   #take(n: number): Buffer {
-    let first = this.#chunks[0]!;
-    if (first.length < n) {
-      this.#chunks = [Buffer.concat(this.#chunks)];
-      first = this.#chunks[0]!;
-    }
-    const out = first.subarray(0, n);
-    if (first.length === n) this.#chunks.shift();
-    else this.#chunks[0] = first.subarray(n);
+    const first = this.#chunks[0]!;
     this.#buffered -= n;
+    if (first.length >= n) {
+      if (first.length === n) this.#chunks.shift();
+      else this.#chunks[0] = first.subarray(n);
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let off = 0;
+    while (off < n) {
+      const c = this.#chunks[0]!;
+      const take = Math.min(c.length, n - off);
+      c.copy(out, off, 0, take);
+      off += take;
+      if (take === c.length) this.#chunks.shift();
+      else this.#chunks[0] = c.subarray(take);
+    }
     return out;
   }
 }
