@@ -1,70 +1,129 @@
 #!/usr/bin/env node
-// The main job on a built-in default, with no cloud account and no real device: boots a Linux
-// guest (User-Mode Linux, scripts/guest/uml-run.sh) in which the project's simulator serves an
-// OCI delta volume over iSCSI (`lba-status sim serve`, a known set of changed blocks), the guest
-// kernel's initiator logs in to it as on OCI (iscsiadm -m node -o new, --login), and
-// `lba-status scan` finds the changed extents with GET LBA STATUS(32) and prints them with a
-// summary. Needs root and the packages of scripts/setup-system.sh.
+// The main job on a built-in default, with no cloud account, no device, no root and no guest:
+// starts the project's simulator (`lba-status sim serve`, an OCI delta volume of 1 GiB with a
+// known set of changed 64 KiB blocks) as a child process on 127.0.0.1, then runs
+// `lba-status info` and `lba-status scan --changed-only` on it through the userspace iSCSI
+// initiator (iscsi://127.0.0.1:PORT/IQN/1: GET LBA STATUS(32) in iSCSI PDUs over TCP, no
+// iscsid, no kernel module), prints the changed extents and a summary, and stops the server.
+// Runs as any user.
 //
-// Usage: npm run demo            (builds first)
-//        node scripts/demo.mjs [--format ndjson|json|text]
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+// Usage: npm run demo                    (builds first)
+//        node scripts/demo.mjs [--format ndjson|json|text] [--guest]
+//   --guest  the same volume scanned through a real kernel's iSCSI initiator and SG_IO in a
+//            User-Mode Linux guest (scripts/demo-guest.mjs; needs root and setup-system.sh)
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { DEMO_VOLUME, describeChanges } from './demo-volume.mjs';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const format = process.argv.includes('--format')
-  ? process.argv[process.argv.indexOf('--format') + 1]
-  : 'text';
-const out = join(root, '.guest-out', 'demo');
-mkdirSync(out, { recursive: true });
-
-// The delta between the two "backups": byte ranges of a 1 GiB volume, 64 KiB change blocks.
-const MiB = 2 ** 20;
-const changeBlockSize = 65536;
-const changes = [
-  { offset: 1 * MiB, length: 65536 },
-  { offset: 100 * MiB, length: MiB },
-  { offset: 512 * MiB + 65536, length: 3 * 65536 },
-  { offset: 1024 * MiB - 65536, length: 65536 },
-];
-const changedFile = join(out, 'changed.json');
-writeFileSync(changedFile, `${JSON.stringify(changes)}\n`);
-
-const guestCommand = [
-  '. scripts/guest/scenarios/sim.sh',
-  'scenario_up >/dev/null 2>&1 || { echo "demo: the simulated volume did not attach" >&2; exit 1; }',
-  'echo "== lba-status info $LBA_STATUS_TEST_BLOCK"',
-  'node dist/cli.js info "$LBA_STATUS_TEST_BLOCK"',
-  `echo; echo "== lba-status scan $LBA_STATUS_TEST_BLOCK --changed-only --change-block-size ${changeBlockSize} --format ${format}"`,
-  `node dist/cli.js scan "$LBA_STATUS_TEST_BLOCK" --changed-only --change-block-size ${changeBlockSize} --format ${format}`,
-  'rc=$?; scenario_down; exit $rc',
-].join('\n');
-
-if (process.platform !== 'linux') {
-  console.error('demo: needs Linux (the guest is User-Mode Linux)');
-  process.exit(1);
+const argv = process.argv.slice(2);
+if (argv.includes('--guest')) {
+  await import('./demo-guest.mjs');
+} else {
+  await hostDemo();
 }
-console.error(
-  `demo: booting a User-Mode Linux guest; the simulator serves a 1 GiB OCI delta volume whose changed ranges are ${changes.map((c) => `${c.length / 1024} KiB at ${c.offset / MiB} MiB`).join(', ')}`,
-);
-const result = spawnSync('sh', [join(root, 'scripts/guest/uml-run.sh'), out, guestCommand], {
-  cwd: root,
-  stdio: 'inherit',
-  env: {
-    ...process.env,
-    SCSI_DEBUG: '',
-    EXTRA_MODS: 'iscsi_tcp',
-    TIMEOUT: '300',
-    LBA_STATUS_TEST_SCENARIO: 'sim-iscsi',
-    LBA_STATUS_SIM_SIZE: '1G',
-    LBA_STATUS_SIM_CHANGE_BLOCK_SIZE: String(changeBlockSize),
-    LBA_STATUS_SIM_CHANGED: changedFile,
-  },
-});
-if (result.status !== 0)
+
+async function hostDemo() {
+  const format = argv.includes('--format') ? argv[argv.indexOf('--format') + 1] : 'text';
+  const cli = join(root, 'dist/cli.js');
+  if (!existsSync(cli)) {
+    console.error('demo: dist/cli.js is missing: run `npm run demo` (it builds first)');
+    process.exit(1);
+  }
+  const started = Date.now();
+  const { changes, changeBlockSize, size } = DEMO_VOLUME;
   console.error(
-    `demo: the guest exited with status ${result.status} (see scripts/guest/README.md)`,
+    `demo: the simulator serves a ${size}iB OCI delta volume on 127.0.0.1 whose changed ranges are ` +
+      `${describeChanges(changes)}; ` +
+      'lba-status reaches it through its own userspace iSCSI initiator (no root, no iscsid)',
   );
-process.exit(result.status ?? 1);
+
+  // The target: `sim serve` on any free port, the changed map on its stdin.
+  const server = spawn(
+    process.execPath,
+    [
+      cli,
+      'sim',
+      'serve',
+      '--size',
+      size,
+      '--change-block-size',
+      String(changeBlockSize),
+      '--changed',
+      '-',
+      '--port',
+      '0',
+    ],
+    { stdio: ['pipe', 'pipe', 'pipe'] },
+  );
+  server.stdin.end(`${JSON.stringify(changes)}\n`);
+  let serverErr = '';
+  server.stderr.on('data', (c) => {
+    serverErr += c;
+  });
+  const stopServer = () => {
+    if (server.exitCode === null && server.signalCode === null) server.kill('SIGTERM');
+  };
+  for (const s of ['SIGINT', 'SIGTERM']) {
+    process.once(s, () => {
+      stopServer();
+      process.exit(130);
+    });
+  }
+  process.once('exit', stopServer);
+
+  let ready;
+  try {
+    ready = await new Promise((done, fail) => {
+      let buf = '';
+      const timer = setTimeout(() => fail(new Error('no ready line within 30 s')), 30_000);
+      server.stdout.on('data', (c) => {
+        buf += c;
+        const nl = buf.indexOf('\n');
+        if (nl >= 0) {
+          clearTimeout(timer);
+          done(JSON.parse(buf.slice(0, nl)));
+        }
+      });
+      server.once('exit', (code) => {
+        clearTimeout(timer);
+        fail(new Error(`it exited with status ${code}`));
+      });
+    });
+  } catch (e) {
+    console.error(`demo: the simulator did not start: ${e.message}\n${serverErr.trim()}`);
+    process.exit(1);
+  }
+  const { portal, iqn, lun } = ready.iscsi;
+  const url = `iscsi://${portal}/${iqn}/${lun}`;
+
+  /** Runs the CLI with its output on ours; resolves with its exit status. */
+  const run = (args) =>
+    new Promise((done) => {
+      const child = spawn(process.execPath, [cli, ...args], {
+        stdio: ['ignore', 'inherit', 'inherit'],
+      });
+      child.on('close', (code, signal) => done(code ?? (signal ? 128 : 1)));
+    });
+
+  console.log(`== lba-status info ${url}`);
+  let status = await run(['info', url]);
+  if (status === 0) {
+    const scanArgs = [
+      '--changed-only',
+      '--change-block-size',
+      String(changeBlockSize),
+      '--format',
+      format,
+    ];
+    console.log(`\n== lba-status scan ${url} ${scanArgs.join(' ')}`);
+    status = await run(['scan', url, ...scanArgs]);
+  }
+  stopServer();
+  await new Promise((done) => (server.exitCode !== null ? done() : server.once('exit', done)));
+  console.error(`demo: done in ${((Date.now() - started) / 1000).toFixed(1)} s (after the build)`);
+  if (status !== 0) console.error(`demo: lba-status exited with status ${status}`);
+  process.exit(status);
+}
