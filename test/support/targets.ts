@@ -1,0 +1,143 @@
+/**
+ * Where the scanner and reader suites run: a {@link TestTarget} opens a {@link TestVolume} as a
+ * device and says what it can inject. Today: the memory transport (the simulator's device
+ * server in process). A userspace-iSCSI target (the same device server behind `sim serve`) can
+ * implement the same interface; cases that need the memory transport's test hook check
+ * `opened.inject`.
+ */
+import { type LbaStatusDevice, type OpenOptions, openDevice } from '../../lib/index.js';
+import { ChangedMap } from '../../lib/sim/changed-map.js';
+import { DeviceServer } from '../../lib/sim/device-server.js';
+import { FaultInjector } from '../../lib/sim/faults.js';
+import {
+  createMemoryTransport,
+  type MemoryTestHook,
+  type MemoryTestOutcome,
+} from '../../lib/transport/memory.js';
+import type { ScsiTransport } from '../../lib/transport/types.js';
+import { patternByte, type TestVolume } from './volume.js';
+
+/** A volume opened on some target. */
+export interface OpenedVolume {
+  device: LbaStatusDevice;
+  /** Every CDB the device sent, in order (copies). */
+  commands: Uint8Array[];
+  /** The simulator's faults for this volume (busy, unit-attention, latency, drop-connection…). */
+  faults: FaultInjector;
+  /** The most commands the target served at once. */
+  maxInFlight(): number;
+  /** Whether the device closed its transport. */
+  transportClosed(): boolean;
+  /**
+   * Memory target only: answer the next commands with these outcomes (a transport failure, an
+   * errno, a raw reply), one each, or from then on decide per command with a hook (which stays);
+   * undefined where unsupported.
+   */
+  inject?: (...outcomes: Array<MemoryTestOutcome | MemoryTestHook>) => void;
+}
+
+export interface TestTarget {
+  name: string;
+  /** Whether `OpenedVolume.inject` works here (the memory transport's test hook). */
+  canInject: boolean;
+  /**
+   * Opens `volume`; `beforeOpen` sees the volume's handles before the device's first command
+   * (to inject a fault into the INQUIRY probe, say).
+   */
+  open(
+    volume: TestVolume,
+    options?: OpenOptions,
+    beforeOpen?: (opened: Omit<OpenedVolume, 'device'>) => void,
+  ): Promise<OpenedVolume>;
+}
+
+/** The device server that serves `volume` (its runs, profile, quirks and data pattern). */
+export function serverFor(volume: TestVolume): DeviceServer {
+  const bs = volume.blockSize;
+  const extents: Array<{ offset: number; length: number; status?: 'deallocated' }> = [];
+  let cursor = 0;
+  const deallocated = (lba: number, blocks: number): void => {
+    if (blocks > 0) extents.push({ offset: lba * bs, length: blocks * bs, status: 'deallocated' });
+  };
+  for (const run of volume.runs) {
+    deallocated(cursor, run.lba - cursor);
+    if (run.state === 'mapped') extents.push({ offset: run.lba * bs, length: run.blocks * bs });
+    if (run.state === 'deallocated') deallocated(run.lba, run.blocks);
+    cursor = run.lba + run.blocks;
+  }
+  deallocated(cursor, volume.capacity - cursor);
+  const map = ChangedMap.fromByteExtents(
+    { sizeBytes: volume.capacity * bs, blockSize: bs, changeBlockSize: bs },
+    extents,
+  );
+  return new DeviceServer({
+    map,
+    dataSeed: 0,
+    profile: volume.profile ?? 'oci',
+    ...(volume.quirks ? { quirks: volume.quirks } : {}),
+    fillBlock: (out, offset, lba) => {
+      for (let i = 0; i < bs; i++) out[offset + i] = patternByte(lba, i);
+    },
+  });
+}
+
+/** Wraps a transport to log the CDBs sent through it and whether it was closed. */
+export function recording(inner: ScsiTransport): {
+  transport: ScsiTransport;
+  commands: Uint8Array[];
+  closed: () => boolean;
+} {
+  const commands: Uint8Array[] = [];
+  let closed = false;
+  const transport: ScsiTransport = {
+    kind: inner.kind,
+    address: inner.address,
+    queueDepth: inner.queueDepth,
+    sgPath: inner.sgPath,
+    blockPath: inner.blockPath,
+    execute(command) {
+      commands.push(command.cdb.slice());
+      return inner.execute(command);
+    },
+    allocate: (length) => inner.allocate(length),
+    close() {
+      closed = true;
+      return inner.close();
+    },
+  };
+  return { transport, commands, closed: () => closed };
+}
+
+/** The memory transport: the device server in this process. */
+export const memoryTarget: TestTarget = {
+  name: 'memory',
+  canInject: true,
+  async open(volume, options = {}, beforeOpen) {
+    const faults = new FaultInjector();
+    const pending: Array<MemoryTestOutcome | MemoryTestHook> = [];
+    const memory = createMemoryTransport(serverFor(volume), {
+      faults,
+      testHook: (cdb, sequence) => {
+        const next = pending[0];
+        if (typeof next === 'function') return next(cdb, sequence);
+        return pending.shift() as MemoryTestOutcome | undefined;
+      },
+    });
+    const { transport, commands, closed } = recording(memory);
+    const opened: Omit<OpenedVolume, 'device'> = {
+      commands,
+      faults,
+      maxInFlight: () => memory.stats.maxInFlight,
+      transportClosed: closed,
+      inject: (...outcomes) => pending.push(...outcomes),
+    };
+    beforeOpen?.(opened);
+    const device = await openDevice(transport, options);
+    return { ...opened, device };
+  },
+};
+
+/** The opcode of a CDB, and the two GET LBA STATUS forms. */
+export const isGls32 = (cdb: Uint8Array): boolean => cdb[0] === 0x7f;
+export const isGls16 = (cdb: Uint8Array): boolean => cdb[0] === 0x9e && (cdb[1]! & 0x1f) === 0x12;
+export const isRead16 = (cdb: Uint8Array): boolean => cdb[0] === 0x88;
