@@ -3,7 +3,7 @@
 // extents, with the server it started gone afterwards.
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
-import { cliReason, describeIf, ROOT, runAsClient } from './support.js';
+import { clientRootDir, cliReason, describeIf, ROOT, runAsClient } from './support.js';
 
 const { DEMO_VOLUME } = (await import(join(ROOT, 'scripts/demo-volume.mjs'))) as {
   DEMO_VOLUME: { changes: Array<{ offset: number; length: number }> };
@@ -12,7 +12,7 @@ const { DEMO_VOLUME } = (await import(join(ROOT, 'scripts/demo-volume.mjs'))) as
 describeIf('npm run demo (host, unprivileged, userspace iSCSI)', cliReason(), () => {
   it('prints the demo volume changed extents (ndjson) and stops its server', async () => {
     const r = await runAsClient(process.execPath, [
-      join(ROOT, 'scripts/demo.mjs'),
+      join(clientRootDir(), 'scripts/demo.mjs'),
       '--format',
       'ndjson',
     ]);

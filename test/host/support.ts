@@ -9,7 +9,17 @@
 // that is missing are skipped with the reason — and fail instead under CI (CI=true) or
 // LBA_STATUS_REQUIRE_GUEST=1 / LBA_STATUS_REQUIRE_HOST=1, the way the guest tests do.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  chownSync,
+  cpSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -80,13 +90,69 @@ export function clientUser(): { user?: ClientUser; reason?: string } {
     '--',
   ];
   const user = { label: `nobody (uid ${uid}, via setpriv)`, uid, gid, prefix };
-  // The checkout must be readable by nobody (the CLI and node_modules are loaded from it).
-  const probe = sh(prefix[0]!, [...prefix.slice(1), 'test', '-r', CLI]);
-  if (probe.status !== 0)
-    return remember({
-      reason: `${CLI} is not readable by nobody (every directory above it needs o+x, the files o+r)`,
-    });
+  // nobody loads the CLI and its dependencies: from the checkout when it can read it, else from
+  // a copy of what the built CLI needs at run time (a checkout under a private home directory).
+  const readable = (cli: string) =>
+    sh(prefix[0]!, [
+      ...prefix.slice(1),
+      'node',
+      '-e',
+      `require('fs').accessSync(${JSON.stringify(cli)}, 4)`,
+    ]).status === 0;
+  if (!readable(CLI)) {
+    clientRoot = runtimeCopy();
+    if (!readable(join(clientRoot, 'dist/cli.js')))
+      return remember({
+        reason: `neither ${CLI} nor a copy in ${clientRoot} is readable by nobody`,
+      });
+  }
   return remember({ user });
+}
+
+let clientRoot = ROOT;
+/** Where the client user loads the CLI from: the checkout, or a readable copy of its run time. */
+export function clientRootDir(): string {
+  clientUser();
+  return clientRoot;
+}
+
+/**
+ * dist/, build/ (the addon), package.json, the demo scripts and the production dependencies
+ * (package.json `dependencies`, transitively, from node_modules), world-readable, in a temporary
+ * directory named after the checkout and the build, shared by the test files (made once, renamed
+ * into place; a later build gets a new one).
+ */
+function runtimeCopy(): string {
+  const stamp = createHash('sha256')
+    .update(`${ROOT}:${statSync(CLI).mtimeMs}`)
+    .digest('hex')
+    .slice(0, 12);
+  const final = join(tmpdir(), `lba-host-runtime-${stamp}`);
+  if (existsSync(join(final, 'dist/cli.js'))) return final;
+  const dir = mkdtempSync(`${final}.tmp-`);
+  const copy = (rel: string) => {
+    if (existsSync(join(ROOT, rel)))
+      cpSync(join(ROOT, rel), join(dir, rel), { recursive: true, dereference: true });
+  };
+  for (const rel of ['package.json', 'dist', 'build', 'prebuilds']) copy(rel);
+  for (const f of ['demo.mjs', 'demo-guest.mjs', 'demo-volume.mjs']) copy(join('scripts', f));
+  const seen = new Set<string>();
+  const visit = (name: string) => {
+    if (seen.has(name) || !existsSync(join(ROOT, 'node_modules', name, 'package.json'))) return;
+    seen.add(name);
+    copy(join('node_modules', name));
+    const pkg = JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8'));
+    for (const dep of Object.keys(pkg.dependencies ?? {})) visit(dep);
+  };
+  const own = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  for (const dep of Object.keys(own.dependencies ?? {})) visit(dep);
+  sh('chmod', ['-R', 'a+rX', dir]);
+  try {
+    renameSync(dir, final);
+  } catch {
+    rmSync(dir, { recursive: true, force: true }); // another test file was first
+  }
+  return final;
 }
 
 /**
@@ -171,7 +237,7 @@ export function runAsClient(
 
 /** Runs the built CLI (`node dist/cli.js ARGS`) as the unprivileged client user. */
 export function runCli(args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
-  return runAsClient(process.execPath, [CLI, ...args], opts);
+  return runAsClient(process.execPath, [join(clientRootDir(), 'dist/cli.js'), ...args], opts);
 }
 
 /** Runs a command as the test's own user. */
