@@ -12,7 +12,14 @@ import {
 } from '../scan/scanner.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
 import { DEVICE_OPTIONS, DEVICE_OPTIONS_HELP, deviceArgs, takeDevice } from './device-args.js';
-import { ExitCode, formatBytes, formatDuration, guarded, ProgressLine, parseCount } from './util.js';
+import {
+  ExitCode,
+  formatBytes,
+  formatDuration,
+  guarded,
+  ProgressLine,
+  parseCount,
+} from './util.js';
 
 const SCAN_HELP = `Usage: lba-status scan DEVICE [options]
 

@@ -1,5 +1,11 @@
 /** Small helpers shared by the CLI commands: numbers, exit codes, progress lines. */
-import { DeviceSystemError, MalformedReplyError, ScsiError, TransportError } from '../errors.js';
+import {
+  DeviceSystemError,
+  IscsiLoginError,
+  MalformedReplyError,
+  ScsiError,
+  TransportError,
+} from '../errors.js';
 import type { CliIo } from './command.js';
 import { UsageError } from './command.js';
 
@@ -12,6 +18,7 @@ export const ExitCode = {
   scsi: 4,
   transport: 5,
   malformed: 6,
+  verifyMismatch: 7,
   aborted: 130,
 } as const;
 
@@ -36,9 +43,35 @@ export function parseCount(
   return result;
 }
 
-/** Maps an error to its exit code and prints its one-line reason on stderr. */
+/** Secrets a command read (CHAP), per run: never written to stderr in an error line. */
+const secrets = new WeakMap<CliIo, Set<string>>();
+
+/** Registers a secret the command holds, so that {@link redact} hides it from its output. */
+export function registerSecret(io: CliIo, secret: string): void {
+  if (secret.length === 0) return;
+  const set = secrets.get(io) ?? new Set<string>();
+  set.add(secret);
+  secrets.set(io, set);
+}
+
+/** `text` with every secret registered for this run replaced by `***`. */
+export function redact(io: CliIo, text: string): string {
+  let out = text;
+  for (const secret of secrets.get(io) ?? []) out = out.split(secret).join('***');
+  return out;
+}
+
+/** Node's errno errors of a system call (a socket's connect, an open): `code` + `syscall`. */
+function isSystemCallError(error: unknown): boolean {
+  const e = error as { code?: unknown; syscall?: unknown } | null;
+  return (
+    typeof e?.code === 'string' && /^E[A-Z0-9]+$/.test(e.code) && typeof e.syscall === 'string'
+  );
+}
+
+/** Maps an error to its exit code and prints its one-line reason on stderr (secrets redacted). */
 export function reportError(error: unknown, io: CliIo): number {
-  const message = error instanceof Error ? error.message : String(error);
+  const message = redact(io, error instanceof Error ? error.message : String(error));
   if (error instanceof UsageError) {
     io.stderr.write(`lba-status: ${message}\nTry 'lba-status --help'.\n`);
     return ExitCode.usage;
@@ -52,8 +85,10 @@ export function reportError(error: unknown, io: CliIo): number {
   }
   if (error instanceof DeviceSystemError) return ExitCode.system;
   if (error instanceof ScsiError) return ExitCode.scsi;
-  if (error instanceof TransportError) return ExitCode.transport;
+  if (error instanceof TransportError || error instanceof IscsiLoginError)
+    return ExitCode.transport;
   if (error instanceof MalformedReplyError) return ExitCode.malformed;
+  if (isSystemCallError(error)) return ExitCode.system;
   const code = (error as { code?: unknown })?.code;
   if (
     (typeof code === 'string' && code.startsWith('ERR_INVALID_ARG')) ||
