@@ -1,7 +1,11 @@
 #!/usr/bin/env node
-// `npm test` after the build: the host tests (vitest), then the real-kernel tests in the UML
-// guests (scripts/guest/run-guest-tests.mjs), then one closing line with the sum of both:
-// `N passed, N failed` (`, N skipped` when any). Exits non-zero if either part failed.
+// `npm test` after the build: the host tests (vitest.config.ts: unit, native, simulator and the
+// host integration tests of test/host/, which run the built CLI as an unprivileged user against
+// `sim serve`, the host's tgtd and qemu-img), then the real-kernel tests in the UML guests
+// (scripts/guest/run-guest-tests.mjs), then one closing line with the sum of both:
+// `N passed, N failed` (`, N skipped` when any). Exits non-zero if either part failed. Under CI
+// (CI=true) or LBA_STATUS_REQUIRE_GUEST=1 neither part may skip: a host test that cannot run
+// (not root, tgt/qemu-img/setpriv missing) and a guest that cannot boot are failures.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
