@@ -10,7 +10,8 @@ import { type OciSimulation, startOciSimulation } from '../sim/fake-oci/oci-simu
 import { parseFault } from '../sim/faults.js';
 import { DEFAULT_IQN, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { parseCount, reportError } from './util.js';
+import { readSecretFile } from './device-args.js';
+import { ExitCode, parseCount, registerSecret, reportError } from './util.js';
 
 const help = `Usage: lba-status sim serve --size BYTES (--changed FILE | --random-changes N --seed S) [options]
 
@@ -39,7 +40,10 @@ Options:
   --port N                   TCP port (default 3260; 0 = any free port)
   --iqn IQN                  target name (default ${DEFAULT_IQN})
   --gls16                    also answer GET LBA STATUS(16) (OCI does not)
-  --chap USER:SECRET         require CHAP authentication
+  --chap-user NAME           require CHAP authentication as NAME, with the secret read from
+  --chap-secret-file FILE    FILE (one trailing newline dropped; refused unless only its owner
+                             can read it: chmod 600)
+  --chap USER:SECRET         the same on the command line (visible in 'ps': tests only)
   --no-unit-attention        no UNIT ATTENTION after login
   --fault SPEC               inject a fault; repeatable. SPEC = KIND[:key=value,...]
                              KIND: latency busy unit-attention not-ready task-set-full
@@ -50,6 +54,8 @@ Options:
   --oci-api                  also serve a fake OCI API (signed requests checked) whose two
                              backups differ by this map; adds "oci":{endpoint, configFile,
                              profile, instanceId, firstBackupId, secondBackupId} to the ready line
+  --oci-api-chap             its attachments require CHAP, with a fresh secret per attachment
+                             handed out as chapUsername/chapSecret (like OCI with useChap)
   --oci-api-port P           its port (default: any free port)
   --oci-dir DIR              where its OCI config file and key go (default: a new temp dir)
   --verbose                  log logins, faults and failed commands on stderr
@@ -65,6 +71,16 @@ Examples:
 
   # A given map; every third GET LBA STATUS is BUSY
   lba-status sim serve --size 64M --changed changed.json --fault busy:p=0.33,seed=1
+
+  # CHAP; then scan with lba-status's own initiator (no root)
+  lba-status sim serve --size 1G --random-changes 100 --port 3261 \
+    --chap-user backup --chap-secret-file ./chap.secret
+  lba-status scan iscsi://backup@127.0.0.1:3261/${DEFAULT_IQN}/1 --chap-secret-file ./chap.secret
+
+  # A fake OCI tenancy; then oci delta without root, iscsiadm or iscsid
+  lba-status sim serve --size 1G --random-changes 100 --seed 7 --port 0 --oci-api
+  lba-status oci delta --attach userspace --endpoint URL --config-file F --instance-id I \
+    --first-backup A --second-backup B
 
   # Then, as root, log in with the kernel initiator (OCI's procedure):
   iscsiadm -m node -o new -T ${DEFAULT_IQN} -p 127.0.0.1:3260
@@ -104,6 +120,34 @@ function parseChangedJson(text: string, file: string): ByteExtent[] {
   });
 }
 
+/** The target's CHAP credentials: --chap USER:SECRET, or --chap-user with --chap-secret-file. */
+async function chapOption(
+  values: { chap?: string; 'chap-user'?: string; 'chap-secret-file'?: string },
+  io: CliIo,
+): Promise<SimulatorOptions['chap']> {
+  const user = values['chap-user'];
+  const file = values['chap-secret-file'];
+  if (values.chap !== undefined) {
+    if (user !== undefined || file !== undefined)
+      throw new UsageError(
+        'give --chap USER:SECRET or --chap-user with --chap-secret-file, not both',
+      );
+    const i = values.chap.indexOf(':');
+    if (i <= 0 || i === values.chap.length - 1) throw new UsageError('--chap must be USER:SECRET');
+    const secret = values.chap.slice(i + 1);
+    registerSecret(io, secret);
+    return { username: values.chap.slice(0, i), secret };
+  }
+  if (user === undefined && file === undefined) return undefined;
+  if (user === undefined) throw new UsageError('--chap-secret-file needs --chap-user NAME');
+  if (file === undefined)
+    throw new UsageError('--chap-user needs --chap-secret-file FILE (the CHAP secret)');
+  if (user.length === 0) throw new UsageError('--chap-user must not be empty');
+  const secret = await readSecretFile(file, 'chap-secret-file');
+  registerSecret(io, secret);
+  return { username: user, secret };
+}
+
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -129,11 +173,14 @@ async function run(args: string[], io: CliIo): Promise<number> {
         iqn: { type: 'string' },
         gls16: { type: 'boolean' },
         chap: { type: 'string' },
+        'chap-user': { type: 'string' },
+        'chap-secret-file': { type: 'string' },
         'no-unit-attention': { type: 'boolean' },
         fault: { type: 'string', multiple: true },
         'dump-changed': { type: 'string' },
         'oci-api': { type: 'boolean' },
         'oci-api-port': { type: 'string' },
+        'oci-api-chap': { type: 'boolean' },
         'oci-dir': { type: 'string' },
         verbose: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
@@ -141,7 +188,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
     });
     if (values.help) {
       io.stdout.write(help);
-      return 0;
+      return ExitCode.ok;
     }
     const sizeBytes = parseCount(values.size, 'size', { sizes: true });
     if (sizeBytes === undefined) throw new UsageError('--size is required (e.g. --size 1G)');
@@ -198,14 +245,12 @@ async function run(args: string[], io: CliIo): Promise<number> {
       unitAttentionOnLogin: !values['no-unit-attention'],
     };
     if (values.iqn !== undefined) opts.iqn = values.iqn;
-    if (values.chap !== undefined) {
-      const i = values.chap.indexOf(':');
-      if (i <= 0 || i === values.chap.length - 1)
-        throw new UsageError('--chap must be USER:SECRET');
-      opts.chap = { username: values.chap.slice(0, i), secret: values.chap.slice(i + 1) };
-    }
+    const chap = await chapOption(values, io);
+    if (chap) opts.chap = chap;
+    if (values['oci-api-chap'] && !values['oci-api'])
+      throw new UsageError('--oci-api-chap needs --oci-api');
     if (values.verbose) opts.log = (line) => io.stderr.write(`sim: ${line}\n`);
-    if (io.signal.aborted) return 130;
+    if (io.signal.aborted) return ExitCode.aborted;
 
     let sim: Awaited<ReturnType<typeof startSimulator>>;
     try {
@@ -218,7 +263,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
             (e.code === 'EACCES' ? ' (ports below 1024 need root)' : ' (choose another --port)') +
             '\n',
         );
-        return 1;
+        return ExitCode.system;
       }
       if (e instanceof RangeError) throw new UsageError(e.message);
       throw err;
@@ -236,6 +281,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
           changed,
           dataSeed: seed,
           targetHost: opts.host ?? '127.0.0.1',
+          ...(values['oci-api-chap'] ? { chap: true } : {}),
           faults,
           ...(opts.log ? { log: opts.log } : {}),
         });
@@ -273,7 +319,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
       await oci?.close();
       await sim.close();
     }
-    return 0;
+    return ExitCode.ok;
   } catch (err) {
     if ((err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
       return reportError(new UsageError((err as Error).message), io);
