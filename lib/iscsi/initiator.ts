@@ -423,6 +423,11 @@ export class IscsiInitiator {
     return this.#itt;
   }
 
+  /** The MaxRecvDataSegmentLength this initiator declared (the reader refuses longer segments). */
+  get maxRecvDataSegmentLength(): number {
+    return this.#ourMrdsl;
+  }
+
   /** The ISID of this session (kept across reconnects). */
   get isid(): Buffer {
     return Buffer.from(this.#isid);
