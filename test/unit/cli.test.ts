@@ -1,26 +1,46 @@
+/**
+ * The CLI in process (`main(argv, io)`) against the simulator's device server, reached the way
+ * a user without root reaches a volume: `iscsi://` through the userspace initiator to a
+ * simulator target started in this process. Nothing is faked: argument parsing, the device
+ * layer, the scanner and the formatting are the real ones. The volume is OCI's documented example
+ * (scsi-get-lba-status.md §10.1); expected outputs are written out by hand.
+ */
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
-import { setBindingForTesting } from '../../lib/binding.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
-import { fakeNodePath, type ModelVolume, useFakeDevice } from '../support/fake-binding.js';
+import { type Simulator, startSimulator } from '../../lib/sim/simulator.js';
 
-const nodePath = fakeNodePath();
-afterEach(() => setBindingForTesting(undefined));
+let sim: Simulator;
+let url: string;
+/** A regular file: a device node that is not a SCSI device. */
+const file = join(tmpdir(), `lba-status-cli-${process.pid}`);
+writeFileSync(file, '');
 
-const ociExample: ModelVolume = {
-  blockSize: 512,
-  capacity: 0x100000,
-  behaviour: 'oci',
-  runs: [
-    { lba: 0, blocks: 0x60, state: 'uninitialised' },
-    { lba: 0x60, blocks: 0x10, state: 'mapped' },
-    { lba: 0x70, blocks: 0x8, state: 'deallocated' },
-    { lba: 0x78, blocks: 0x28, state: 'uninitialised' },
-  ],
-};
+beforeAll(async () => {
+  const block = 512;
+  sim = await startSimulator({
+    sizeBytes: 0x100000 * block,
+    changeBlockSize: 4096,
+    // Each run is a new session: no UNIT ATTENTION after login, so command counts are exact
+    // (its retry is the scanner suite's and the target tests' business).
+    unitAttentionOnLogin: false,
+    changed: [
+      { offset: 0x60 * block, length: 0x10 * block },
+      { offset: 0x70 * block, length: 0x8 * block, status: 'deallocated' },
+      { offset: 0xa0 * block, length: (0x100000 - 0xa0) * block, status: 'deallocated' },
+    ],
+  });
+  url = `iscsi://${sim.portal}/${sim.iqn}/1`;
+});
 
-async function run(argv: string[], model: ModelVolume = ociExample) {
-  const fake = useFakeDevice(model);
+afterAll(async () => {
+  await sim?.close();
+});
+
+async function run(argv: string[]) {
   const stdout = new PassThrough();
   const stderr = new PassThrough();
   const out: Buffer[] = [];
@@ -28,17 +48,16 @@ async function run(argv: string[], model: ModelVolume = ociExample) {
   stdout.on('data', (c: Buffer) => out.push(c));
   stderr.on('data', (c: Buffer) => err.push(c));
   const code = await main(argv, { stdout, stderr, signal: new AbortController().signal, env: {} });
-  return {
-    code,
-    stdout: Buffer.concat(out).toString(),
-    stderr: Buffer.concat(err).toString(),
-    fake,
-  };
+  return { code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString() };
 }
+
+/** GET LBA STATUS(32) commands the simulator received so far. */
+const gls32Count = () => sim.stats.byOpcode['7f/0012'] ?? 0;
 
 describe('lba-status scan', () => {
   it('prints ndjson extents as the device reported them', async () => {
-    const { code, stdout } = await run(['scan', nodePath]);
+    const { code, stdout, stderr } = await run(['scan', url]);
+    expect(stderr).toBe('');
     expect(code).toBe(0);
     expect(stdout).toBe(
       '{"lba":96,"blocks":16,"status":3,"additional":0}\n' +
@@ -48,18 +67,12 @@ describe('lba-status scan', () => {
   });
 
   it('prints only changed extents, aligned and merged to the change block size', async () => {
-    const { stdout } = await run([
-      'scan',
-      nodePath,
-      '--changed-only',
-      '--change-block-size',
-      '64K',
-    ]);
+    const { stdout } = await run(['scan', url, '--changed-only', '--change-block-size', '64K']);
     expect(stdout).toBe('{"lba":0,"blocks":128,"offset":0,"length":65536}\n');
   });
 
   it('prints one json document with a summary', async () => {
-    const { stdout } = await run(['scan', nodePath, '--format', 'json']);
+    const { stdout } = await run(['scan', url, '--format', 'json']);
     const doc = JSON.parse(stdout);
     expect(doc.summary).toMatchObject({
       cdb: 32,
@@ -74,9 +87,10 @@ describe('lba-status scan', () => {
   });
 
   it("prints sg3_utils 1.46's brief format for one command", async () => {
-    const { stdout, fake } = await run([
+    const before = gls32Count();
+    const { stdout } = await run([
       'scan',
-      nodePath,
+      url,
       '--format',
       'sg3',
       '--cdb',
@@ -87,14 +101,24 @@ describe('lba-status scan', () => {
     expect(stdout).toBe(
       'Completion condition=3\nRTP=1\n0x0000000000000060  0x10  3  0\n0x0000000000000070  0x8  1  0\n0x00000000000000a0  0xfff60  1  0\n',
     );
-    const gls = fake.calls.filter((c) => c.cdb[0] === 0x7f);
-    expect(Buffer.from(gls[0]!.cdb).toString('hex')).toBe(
-      '7f00000000000018001201000000000000000000002000000000000000008000',
+    expect(gls32Count() - before).toBe(1);
+    // The window and the allocation length reach the CDB: a window that ends at 0x78 stops with
+    // condition 2; 24 bytes hold one descriptor (condition 1); no window is a scan length of 0,
+    // which OCI leaves undefined and the simulator refuses (24h/00h at byte 20).
+    expect((await run(['scan', url, '--format', 'sg3', '--window-blocks', '120'])).stdout).toBe(
+      'Completion condition=2\nRTP=1\n0x0000000000000060  0x10  3  0\n0x0000000000000070  0x8  1  0\n',
     );
+    const sg3 = ['scan', url, '--format', 'sg3', '--window-blocks', '2097152'];
+    expect((await run([...sg3, '--allocation-length', '24'])).stdout).toBe(
+      'Completion condition=1\nRTP=1\n0x0000000000000060  0x10  3  0\n',
+    );
+    const noWindow = await run(['scan', url, '--format', 'sg3']);
+    expect(noWindow.code).toBe(4);
+    expect(noWindow.stderr).toMatch(/INVALID FIELD IN CDB .*byte 20/);
   });
 
   it('prints a text table and summary', async () => {
-    const { stdout } = await run(['scan', nodePath, '--format', 'text']);
+    const { stdout } = await run(['scan', url, '--format', 'text']);
     expect(stdout).toMatch(/96\s+16\s+mapped/);
     expect(stdout).toMatch(/1 changed extent\(s\), 8\.0 KiB of 512 MiB changed/);
   });
@@ -110,31 +134,33 @@ describe('lba-status scan', () => {
   });
 
   it('fails with exit 4 when the device refuses both CDB forms', async () => {
-    const model = { ...ociExample, behaviour: 'oci' as const };
-    const { code, stderr } = await run(['scan', nodePath, '--cdb', '16'], model);
+    const { code, stderr } = await run(['scan', url, '--cdb', '16']);
     expect(code).toBe(4);
     expect(stderr).toMatch(/GET LBA STATUS\(16\).*ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE/);
   });
 
   it('rejects bad usage with exit 2', async () => {
     expect((await run(['scan'])).code).toBe(2);
-    expect((await run(['scan', nodePath, '--format', 'xml'])).stderr).toMatch(/--format must be/);
-    expect((await run(['scan', nodePath, '--bogus'])).code).toBe(2);
-    expect((await run(['scan', nodePath, '--window-blocks', '-3'])).code).toBe(2);
+    expect((await run(['scan', url, '--format', 'xml'])).stderr).toMatch(/--format must be/);
+    expect((await run(['scan', url, '--bogus'])).code).toBe(2);
+    expect((await run(['scan', url, '--window-blocks', '-3'])).code).toBe(2);
     expect((await run(['frobnicate'])).code).toBe(2);
-    expect((await run(['scan', nodePath, '--engine', 'uring'])).stderr).toMatch(
+    expect((await run(['scan', file, '--engine', 'uring'])).stderr).toMatch(
       /--engine must be threads or sg-async, got 'uring'/,
     );
   });
 
-  it('takes --engine: threads scans; sg-async on what is not an sg node is refused', async () => {
-    const threads = await run(['scan', nodePath, '--engine', 'threads', '--format', 'ndjson']);
-    expect(threads.code).toBe(0);
-    expect(threads.stdout).toBe((await run(['scan', nodePath, '--format', 'ndjson'])).stdout);
-    expect(threads.stdout).toMatch(/"status":3/);
-    const refused = await run(['scan', nodePath, '--engine', 'sg-async']);
+  it('takes --engine for device nodes only: threads reaches SG_IO, sg-async needs an sg node', async () => {
+    const threads = await run(['scan', file, '--engine', 'threads']);
+    expect(threads.code).toBe(3);
+    expect(threads.stderr).toMatch(/ENOTTY/);
+    const refused = await run(['scan', file, '--engine', 'sg-async']);
     expect(refused.code).toBe(2);
     expect(refused.stderr).toMatch(/needs an sg node/);
+    // An iSCSI device has no engine to choose.
+    const url32 = await run(['scan', url, '--engine', 'threads']);
+    expect(url32.code).toBe(2);
+    expect(url32.stderr).toMatch(/--engine/);
   });
 
   it('teaches with --help', async () => {
@@ -146,20 +172,24 @@ describe('lba-status scan', () => {
 });
 
 describe('lba-status info', () => {
-  it('prints identity and geometry', async () => {
-    const { code, stdout } = await run(['info', nodePath]);
+  it('prints identity, geometry and GET LBA STATUS support', async () => {
+    const { code, stdout } = await run(['info', url]);
     expect(code).toBe(0);
-    expect(stdout).toMatch(/vendor:\s+FAKE/);
+    expect(stdout).toMatch(/vendor:\s+ORACLE\n/);
+    expect(stdout).toMatch(/product:\s+BlockVolume\n/);
     expect(stdout).toMatch(/capacity:\s+1048576 blocks \(512 MiB\)/);
-    expect(stdout).toMatch(/GET LBA STATUS\(32\):\s+unknown/);
+    expect(stdout).toMatch(/thin provisioning:\s+LBPME=1 LBPRZ=1 type=thin/);
+    expect(stdout).toMatch(/GET LBA STATUS\(16\):\s+not-supported/);
+    expect(stdout).toMatch(/GET LBA STATUS\(32\):\s+supported/);
   });
 
   it('prints JSON with --json', async () => {
-    const { stdout } = await run(['info', nodePath, '--json']);
+    const { stdout } = await run(['info', url, '--json']);
     expect(JSON.parse(stdout)).toMatchObject({
       blockSize: 512,
       capacityBlocks: 0x100000,
       lbpme: true,
+      vendor: 'ORACLE',
     });
   });
 });
@@ -168,7 +198,7 @@ describe('lba-status scan summary', () => {
   it('counts the aligned extents it printed with --change-block-size', async () => {
     const { stdout } = await run([
       'scan',
-      nodePath,
+      url,
       '--changed-only',
       '--change-block-size',
       '64K',
@@ -176,5 +206,14 @@ describe('lba-status scan summary', () => {
       'text',
     ]);
     expect(stdout).toMatch(/^1 changed extent\(s\), 8\.0 KiB of 512 MiB changed/m);
+  });
+});
+
+describe('lba-status and its device', () => {
+  it('logs out of every session it opened', async () => {
+    await run(['scan', url, '--format', 'json']);
+    await run(['scan', url, '--cdb', '16']); // a failing run too
+    for (let i = 0; i < 100 && sim.sessions > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(sim.sessions).toBe(0);
   });
 });
