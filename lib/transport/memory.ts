@@ -8,7 +8,8 @@
  * rest wait in order, so the callers' concurrency is exercised for real. The reply is delivered
  * as SG_IO delivers it: data-in copied into `command.data` from offset 0 (at most its length),
  * `resid` = requested − transferred, sense copied into `command.sense` with `senseLength` and
- * DRIVER_SENSE.
+ * DRIVER_SENSE; a command whose injected latency reaches its timeout ends with DID_TIME_OUT
+ * after the timeout.
  *
  * Never imports the native binding.
  */
@@ -63,7 +64,7 @@ export interface MemoryTransportOptions {
   unitAttention?: boolean;
   /**
    * The simulator's fault injection (lib/sim/faults.ts), decided per command as the iSCSI
-   * target does: latency delays the completion, BUSY / TASK SET FULL / UNIT ATTENTION / NOT READY
+   * target does: latency delays the completion (up to the command's timeout: DID_TIME_OUT), BUSY / TASK SET FULL / UNIT ATTENTION / NOT READY
    * replace the result, gls-* malform the reply, and drop-connection becomes a transport
    * failure (DID_TRANSPORT_FAILFAST) of that command.
    */
@@ -227,7 +228,17 @@ class MemoryTransportImpl implements MemoryTransport {
       }
       finish(deliver(command, result, requested));
     };
-    if (decision.latencyMs > 0) setTimeout(run, decision.latencyMs);
+    if (decision.latencyMs >= command.timeoutMs) {
+      // As SG_IO: the command is aborted when its timeout expires, with DID_TIME_OUT.
+      setTimeout(() => {
+        finish({
+          ...systemFailure(0),
+          hostStatus: HostStatus.TIME_OUT,
+          resid: requested,
+          detail: `timed out after ${command.timeoutMs} ms`,
+        });
+      }, command.timeoutMs);
+    } else if (decision.latencyMs > 0) setTimeout(run, decision.latencyMs);
     else setImmediate(run);
   }
 

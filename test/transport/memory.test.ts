@@ -172,6 +172,28 @@ describe('memory transport', () => {
     expect(faults.active).toEqual([]);
   });
 
+  it('times a command out with DID_TIME_OUT when its latency reaches the timeout', async () => {
+    const faults = new FaultInjector([{ kind: 'latency', ms: 10_000 }]);
+    const t = createMemoryTransport(server(), { faults });
+    const data = new Uint8Array(1024);
+    const began = performance.now();
+    const r = await t.execute({
+      cdb: gls32(),
+      direction: 1,
+      data,
+      sense: new Uint8Array(96),
+      timeoutMs: 20,
+    });
+    expect(performance.now() - began).toBeLessThan(5000);
+    expect(r).toMatchObject({
+      errno: 0,
+      hostStatus: 3,
+      resid: 1024,
+      detail: 'timed out after 20 ms',
+    });
+    expect(data.every((b) => b === 0)).toBe(true);
+  });
+
   it('starts with a UNIT ATTENTION when asked, which INQUIRY does not consume', async () => {
     const t = createMemoryTransport(server(), { unitAttention: true });
     expect((await send(t, INQUIRY_96, 96)).status).toBe(0);
