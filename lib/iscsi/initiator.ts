@@ -326,7 +326,10 @@ function openSocket(
 
 /** A logged-in iSCSI session with one connection. */
 export class IscsiInitiator {
-  readonly options: InitiatorOptions;
+  /** The options, with every CHAP secret replaced by `'(hidden)'` (safe to log or inspect). */
+  readonly options: Readonly<InitiatorOptions>;
+  /** The options as given (with the secrets); private so that inspecting the object shows none. */
+  readonly #opts: InitiatorOptions;
   /** Keys the target answered during the last login (last value of each). */
   readonly loginKeys = new Map<string, string>();
   tsih = 0;
@@ -378,7 +381,22 @@ export class IscsiInitiator {
   #closing: Promise<number | Error> | undefined;
 
   private constructor(options: InitiatorOptions) {
-    this.options = options;
+    this.#opts = options;
+    const chap = options.chap;
+    this.options = Object.freeze({
+      ...options,
+      ...(chap
+        ? {
+            chap: {
+              username: chap.username,
+              secret: '(hidden)',
+              ...(chap.target
+                ? { target: { username: chap.target.username, secret: '(hidden)' } }
+                : {}),
+            },
+          }
+        : {}),
+    });
     this.#isid = options.isid ?? Buffer.concat([Buffer.from([0x80]), randomBytes(5)]);
     this.#log = options.log ?? ((line) => defaultLog('%s', line));
     this.#queueDepth = options.queueDepth ?? 32;
@@ -437,7 +455,7 @@ export class IscsiInitiator {
   // Connection
 
   async #establish(tsih: number, signal?: AbortSignal): Promise<void> {
-    const o = this.options;
+    const o = this.#opts;
     const deadline = performance.now() + this.#loginTimeoutMs;
     const socket = await openSocket(o.host, o.port, this.#loginTimeoutMs, signal);
     if (this.#state === 'closing' || this.#state === 'closed') {
@@ -540,6 +558,7 @@ export class IscsiInitiator {
         this.#inFlight--;
         t.state = 'queued';
         t.reissued++;
+        t.dataIn?.fill(0); // nothing of the lost attempt may pass for data
         again.push(t);
         continue;
       }
@@ -624,7 +643,7 @@ export class IscsiInitiator {
   // Login
 
   async #login(tsih: number, deadline: number): Promise<void> {
-    const o = this.options;
+    const o = this.#opts;
     const discovery = o.sessionType === 'Discovery';
     const itt = this.#allocItt();
     this.loginKeys.clear();
@@ -1102,6 +1121,7 @@ export class IscsiInitiator {
     if (op === Opcode.ScsiCommand) {
       const t = this.#tasks.get(itt);
       if (t && (t.state === 'sent' || t.state === 'aborting')) {
+        this.#retire(itt);
         this.#finish(t, failed('protocol', what, t.reissued));
       }
       return;
@@ -1575,9 +1595,10 @@ export class IscsiInitiator {
     }
     this.#failAll('closed', 'the initiator was closed');
     const socket = this.#socket;
-    if (socket && !socket.destroyed) {
+    if (socket && !socket.destroyed && typeof result === 'number') {
+      // Logged out: the target closes its side; wait a little for that, then destroy.
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => socket.destroy(), Math.max(1, timeoutMs));
+        const timer = setTimeout(() => socket.destroy(), Math.min(1000, Math.max(1, timeoutMs)));
         socket.once('close', () => {
           clearTimeout(timer);
           resolve();

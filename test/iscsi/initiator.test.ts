@@ -1,3 +1,4 @@
+import { inspect } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type InitiatorOptions, IscsiInitiator, isReadOnlyCdb } from '../../lib/iscsi/initiator.js';
 import { encodePdu, Opcode } from '../../lib/iscsi/pdu.js';
@@ -138,6 +139,8 @@ describe('IscsiInitiator', () => {
       chap: { username: 'u', secret: SECRET, target: { username: 't', secret: TSECRET } },
       log,
     });
+    const shown = `${inspect(ini, { depth: 10, showHidden: true })} ${JSON.stringify(ini.options)}`;
+    expect(shown).toContain('(hidden)');
     ini.destroy();
     const errors: unknown[] = [];
     for (const chap of [
@@ -164,6 +167,7 @@ describe('IscsiInitiator', () => {
       ...lines,
       ...errors.map((e) => `${(e as Error).message} ${(e as Error).stack}`),
       JSON.stringify([...ini.loginKeys]),
+      shown,
     ].join('\n');
     for (const s of [SECRET, TSECRET, 'nope-nope-nope']) expect(text).not.toContain(s);
   });
