@@ -1,14 +1,18 @@
 /**
  * Where the scanner and reader suites run: a {@link TestTarget} opens a {@link TestVolume} as a
- * device and says what it can inject. Today: the memory transport (the simulator's device
- * server in process). A userspace-iSCSI target (the same device server behind `sim serve`) can
- * implement the same interface; cases that need the memory transport's test hook check
- * `opened.inject`.
+ * device and says what it can inject. Both serve the volume from the one emulator, the
+ * simulator's device server:
+ * - `memory`: in process, through the memory transport;
+ * - `iscsi`: behind the simulator's iSCSI target on 127.0.0.1, through the userspace initiator
+ *   (`iscsi://`), as a user without root reaches a volume.
+ * Cases that need the memory transport's test hook check `target.canInject`.
  */
 import { type LbaStatusDevice, type OpenOptions, openDevice } from '../../lib/index.js';
 import { ChangedMap } from '../../lib/sim/changed-map.js';
 import { DeviceServer } from '../../lib/sim/device-server.js';
 import { FaultInjector } from '../../lib/sim/faults.js';
+import { IscsiTarget } from '../../lib/sim/target.js';
+import { openIscsiTransport } from '../../lib/transport/iscsi.js';
 import {
   createMemoryTransport,
   type MemoryTestHook,
@@ -82,30 +86,43 @@ export function serverFor(volume: TestVolume): DeviceServer {
 }
 
 /** Wraps a transport to log the CDBs sent through it and whether it was closed. */
-export function recording(inner: ScsiTransport): {
+export function recording(
+  inner: ScsiTransport,
+  onClose?: () => Promise<void>,
+): {
   transport: ScsiTransport;
   commands: Uint8Array[];
   closed: () => boolean;
+  /** The most commands the device had in flight on the transport at once. */
+  maxInFlight: () => number;
 } {
   const commands: Uint8Array[] = [];
   let closed = false;
+  let inFlight = 0;
+  let maxInFlight = 0;
   const transport: ScsiTransport = {
     kind: inner.kind,
     address: inner.address,
     queueDepth: inner.queueDepth,
     sgPath: inner.sgPath,
     blockPath: inner.blockPath,
-    execute(command) {
+    async execute(command) {
       commands.push(command.cdb.slice());
-      return inner.execute(command);
+      maxInFlight = Math.max(maxInFlight, ++inFlight);
+      try {
+        return await inner.execute(command);
+      } finally {
+        inFlight--;
+      }
     },
     allocate: (length) => inner.allocate(length),
-    close() {
+    async close() {
       closed = true;
-      return inner.close();
+      await inner.close();
+      await onClose?.();
     },
   };
-  return { transport, commands, closed: () => closed };
+  return { transport, commands, closed: () => closed, maxInFlight: () => maxInFlight };
 }
 
 /** The memory transport: the device server in this process. */
@@ -130,6 +147,49 @@ export const memoryTarget: TestTarget = {
       maxInFlight: () => memory.stats.maxInFlight,
       transportClosed: closed,
       inject: (...outcomes) => pending.push(...outcomes),
+    };
+    beforeOpen?.(opened);
+    const device = await openDevice(transport, options);
+    return { ...opened, device };
+  },
+};
+
+/**
+ * The simulator's iSCSI target (lib/sim/target.ts) serving the volume's device server on
+ * 127.0.0.1, reached with the userspace initiator. One target per volume; it stops when the
+ * device closes. No UNIT ATTENTION after login and no reconnect, so that commands and faults
+ * count as on the memory target.
+ */
+export const iscsiTarget: TestTarget = {
+  name: 'iscsi',
+  canInject: false,
+  async open(volume, options = {}, beforeOpen) {
+    const faults = new FaultInjector();
+    const iqn = 'iqn.2024-01.lba-status:suite';
+    const target = new IscsiTarget({
+      device: serverFor(volume),
+      faults,
+      iqn,
+      host: '127.0.0.1',
+      port: 0,
+      unitAttentionOnLogin: false,
+    });
+    const { port } = await target.listen();
+    let iscsi: ScsiTransport;
+    try {
+      iscsi = await openIscsiTransport(`iscsi://127.0.0.1:${port}/${iqn}/1`, {
+        reconnect: { attempts: 0 },
+      });
+    } catch (error) {
+      await target.close();
+      throw error;
+    }
+    const { transport, commands, closed, maxInFlight } = recording(iscsi, () => target.close());
+    const opened: Omit<OpenedVolume, 'device'> = {
+      commands,
+      faults,
+      maxInFlight,
+      transportClosed: closed,
     };
     beforeOpen?.(opened);
     const device = await openDevice(transport, options);

@@ -1,7 +1,7 @@
 /**
- * readChanged, export, apply and verify against the memory transport (the simulator's device
- * server in process). `readExportSuite` takes a target so the same cases can run on other
- * transports. The expected image comes from the volume's own runs and byte pattern
+ * readChanged, export, apply and verify against the simulator's device server, in process
+ * (memory transport) and over iSCSI (userspace initiator): `readExportSuite` runs the same cases
+ * on each. The expected image comes from the volume's own runs and byte pattern
  * (test/support/volume.ts), never from the simulator.
  */
 import { createHash } from 'node:crypto';
@@ -19,7 +19,7 @@ import {
   verifyDevice,
   verifyExport,
 } from '../../lib/index.js';
-import { isRead16, memoryTarget, type TestTarget } from '../support/targets.js';
+import { iscsiTarget, isRead16, memoryTarget, type TestTarget } from '../support/targets.js';
 import { expectedData, type TestVolume } from '../support/volume.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lba-status-read-'));
@@ -225,3 +225,4 @@ function readExportSuite(target: TestTarget): void {
 }
 
 readExportSuite(memoryTarget);
+readExportSuite(iscsiTarget);

@@ -1,8 +1,9 @@
 /**
  * The scanner against the one emulator: the simulator's device server with its oci, scsi_debug
- * and tgt profiles, here in process (memory transport). `scannerSuite` takes a target so the
- * same cases can run on other transports; cases that need the memory transport's test hook skip
- * elsewhere. Expected results come from each case's own runs (test/support/volume.ts).
+ * and tgt profiles, in process (memory transport) and behind the simulator's iSCSI target
+ * (userspace initiator). `scannerSuite` runs the same cases on each; cases that need the memory
+ * transport's test hook skip elsewhere. Expected results come from each case's own runs
+ * (test/support/volume.ts).
  */
 import { readdirSync } from 'node:fs';
 import fc from 'fast-check';
@@ -15,7 +16,13 @@ import {
   TransportError,
 } from '../../lib/index.js';
 import type { DeviceProfile } from '../../lib/sim/device-server.js';
-import { isGls32, memoryTarget, type OpenedVolume, type TestTarget } from '../support/targets.js';
+import {
+  iscsiTarget,
+  isGls32,
+  memoryTarget,
+  type OpenedVolume,
+  type TestTarget,
+} from '../support/targets.js';
 import {
   expectedChanged,
   mappedEvery,
@@ -481,3 +488,4 @@ function scannerSuite(target: TestTarget): void {
 }
 
 scannerSuite(memoryTarget);
+scannerSuite(iscsiTarget);
