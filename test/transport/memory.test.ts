@@ -254,6 +254,12 @@ describe('memory transport', () => {
     expect(await send(t, TEST_UNIT_READY)).toMatchObject({ errno: 9 });
   });
 
+  it('is exported from the lba-status/sim entry', async () => {
+    const sim = await import('../../lib/sim.js');
+    expect(sim.createMemoryTransport).toBe(createMemoryTransport);
+    expect(sim.DEVICE_PROFILES).toEqual(['oci', 'scsi_debug', 'tgt']);
+  });
+
   it('never reaches the native binding', () => {
     const lib = resolve(dirname(fileURLToPath(import.meta.url)), '../../lib');
     const seen = new Set<string>();
