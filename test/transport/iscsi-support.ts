@@ -161,11 +161,16 @@ export async function startProxy(port: number): Promise<Proxy> {
     },
     inject: (pdu) => newest?.write(encodePdu(pdu)),
     close: async () => {
+      const closed = [...pairs].flatMap((p) =>
+        [p.client, p.server].map(
+          (s) => new Promise<void>((r) => (s.closed ? r() : s.once('close', () => r()))),
+        ),
+      );
       for (const p of pairs) {
         p.client.destroy();
         p.server.destroy();
       }
-      await new Promise<void>((r) => server.close(() => r()));
+      await Promise.all([...closed, new Promise<void>((r) => server.close(() => r()))]);
     },
   };
   const server = net.createServer((client) => {

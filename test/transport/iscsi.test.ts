@@ -6,9 +6,11 @@ import { DataDirection, HostStatus } from '../../lib/transport/types.js';
 import {
   BLOCK,
   expectedRead,
+  frame,
   gls32,
   parseDescriptors,
   read16,
+  startProxy,
   startTestTarget,
   type TestTarget,
   TUR,
@@ -186,13 +188,42 @@ describe('openIscsiTransport against the simulator', () => {
     expect(senseTriple(c)).toBe('07/27/00'); // write protected: the delta volume is read-only
   });
 
+  it('never sends more immediate data than FirstBurstLength and the target MaxRecvDataSegmentLength allow', async () => {
+    const t = await target();
+    const proxy = await startProxy(t.port);
+    cleanup.push(() => proxy.close());
+    const tr = await open(`iscsi://127.0.0.1:${proxy.port}/${t.iqn}/1`);
+    const segments: number[] = [];
+    proxy.toTarget = (raw) => {
+      if ((raw.bhs[0]! & 0x3f) === 0x01) segments.push(raw.data.length);
+      return frame(raw);
+    };
+    const limit = Math.min(
+      tr.initiator.firstBurstLength,
+      tr.initiator.targetMaxRecvDataSegmentLength,
+    );
+    expect(limit).toBe(Number(tr.initiator.loginKeys.get('MaxRecvDataSegmentLength')));
+    const w = Buffer.alloc(10);
+    w[0] = 0x2a;
+    w.writeUInt16BE(600, 7);
+    const c = {
+      cdb: w,
+      direction: DataDirection.ToDevice,
+      data: new Uint8Array(600 * BLOCK),
+      sense: new Uint8Array(96),
+      timeoutMs: 5000,
+    };
+    expect((await tr.execute(c)).status).toBe(2);
+    expect(segments).toEqual([limit]);
+  });
+
   it('closes in bounded time, logs out, and leaves no socket behind', async () => {
     const t = await target();
     const before = tcpSockets();
     const tr = await openIscsiTransport(t.url());
     expect(tcpSockets()).toBeGreaterThan(before);
     await tr.close();
-    await waitFor(() => tcpSockets() === before, 2000, 'sockets to close');
+    await waitFor(() => tcpSockets() <= before, 2000, 'sockets to close');
     expect(t.target.stats.logouts).toBe(1);
   });
 });
