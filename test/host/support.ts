@@ -174,6 +174,7 @@ export function describeIf(name: string, reason: string | undefined, fn: () => v
     });
     return;
   }
+  console.warn(`host test skipped: ${name}: ${reason}`);
   describe.skip(`${name} [skipped: ${reason}]`, fn);
 }
 
