@@ -85,7 +85,12 @@ async function writeAll(
 /** A sparse raw image of `capacityBytes` with chunks written at their offsets. */
 export async function createRawWriter(path: string, capacityBytes: number): Promise<DeltaWriter> {
   const handle = await open(path, 'w');
-  await handle.truncate(capacityBytes);
+  try {
+    await handle.truncate(capacityBytes);
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
   return {
     write: (chunk) => writeAll(handle, chunk.data, chunk.offset),
     async finish() {
@@ -105,10 +110,15 @@ export async function createRbdDiffWriter(
   const size = Buffer.alloc(9);
   size[0] = 0x73; // 's'
   size.writeBigUInt64LE(BigInt(capacityBytes), 1);
-  await writeAll(handle, Buffer.concat([RBD_HEADER, size]), null);
   const close = async (): Promise<void> => {
     if (typeof target === 'string') await handle.close();
   };
+  try {
+    await writeAll(handle, Buffer.concat([RBD_HEADER, size]), null);
+  } catch (error) {
+    await close();
+    throw error;
+  }
   return {
     async write(chunk) {
       const header = Buffer.alloc(17);
@@ -325,7 +335,10 @@ export async function verifyExport(
 ): Promise<{ sha256: string; bytes: number }> {
   const manifest = await readManifest(dir);
   const baseHandle = await open(base, 'r');
-  const expectedHandle = await open(expected, 'r');
+  const expectedHandle = await open(expected, 'r').catch(async (error: unknown) => {
+    await baseHandle.close();
+    throw error;
+  });
   const hash = createHash('sha256');
   try {
     const expectedSize = (await expectedHandle.stat()).size;
