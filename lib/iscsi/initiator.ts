@@ -376,6 +376,7 @@ export class IscsiInitiator {
   /** ITTs of aborted tasks: late PDUs for them are dropped, not a protocol error. */
   #retired = new Set<number>();
   #lastRx = 0;
+  #burstNoted = false;
   #kaTimer: NodeJS.Timeout | undefined;
   #cancelSleep: (() => void) | undefined;
   #closing: Promise<number | Error> | undefined;
@@ -987,11 +988,14 @@ export class IscsiInitiator {
         `Data-In of ${data.length} bytes at offset ${off} passes the expected data transfer length of ${t.edtl} bytes`,
       );
     }
+    // MaxBurstLength also bounds a Data-In sequence (RFC 7143 §13.13), but tgt sets the F bit
+    // only on a command's last Data-In; nothing depends on it here (every byte is checked
+    // against the buffer above), so a longer sequence is noted, not a reason to drop.
     t.burst += data.length;
-    if (t.burst > this.maxBurstLength) {
-      this.#violation(
-        t,
-        `a Data-In sequence of ${t.burst} bytes exceeds MaxBurstLength ${this.maxBurstLength}`,
+    if (t.burst > this.maxBurstLength && !this.#burstNoted) {
+      this.#burstNoted = true;
+      this.#log(
+        `the target sent a Data-In sequence of more than MaxBurstLength ${this.maxBurstLength} bytes (accepted)`,
       );
     }
     if (pdu.final) t.burst = 0;
@@ -1028,7 +1032,8 @@ export class IscsiInitiator {
       );
       return;
     }
-    if (t.dataIn && pdu.expDataSN !== t.expDataSN) {
+    // ExpDataSN counts the Data-In PDUs sent; tgt always sends 0 there, so 0 means "not said".
+    if (t.dataIn && pdu.expDataSN !== 0 && pdu.expDataSN !== t.expDataSN) {
       this.#violation(
         t,
         `SCSI Response says ${pdu.expDataSN} Data-In PDU(s) were sent, but ${t.expDataSN} arrived`,
