@@ -1,4 +1,5 @@
 export { type AttachedDeviceOptions, AttachedDeviceProvisioner } from './attached.js';
+export type { VolumeChap, VolumeDeviceOptions } from './device.js';
 export { abortError, isAbortError } from './errors.js';
 export { releaseOnce } from './release.js';
 export type {

@@ -1,18 +1,25 @@
 /**
  * SimulatorProvisioner: starts a simulator target (lib/sim, an OCI delta volume emulated over
- * iSCSI on 127.0.0.1), logs the kernel initiator in to it with iscsiadm and finds the disk through
- * sysfs — the same host-side path as the OCI provisioner, without a cloud. Release logs out,
- * deletes the node record and stops the target.
+ * iSCSI on 127.0.0.1) and makes it reachable like the OCI provisioner does, without a cloud:
+ * - `attach: 'iscsiadm'` (default): logs the kernel initiator in with iscsiadm and finds the disk
+ *   through sysfs; release logs out, deletes the node record and stops the target;
+ * - `attach: 'userspace'`: hands back `iscsi://127.0.0.1:PORT/IQN/1` for lba-status's own
+ *   initiator (no root, no iscsid), with the simulator's CHAP credentials in `deviceOptions`;
+ *   release stops the target.
  */
 import { Iscsiadm, type IscsiadmOptions, type IscsiTarget } from '../oci/iscsiadm.js';
 import { waitForDevice } from '../oci/sysfs.js';
 import type { BlockExtent } from '../sim/changed-map.js';
 import { type Simulator, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
+import { validateOneOf } from '../validate.js';
+import { iscsiUrl, withDeviceOptions } from './device.js';
 import { throwIfAborted } from './errors.js';
 import { releaseAndRethrow, releaseOnce } from './release.js';
 import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
 
 export interface SimulatorProvisionerConfig {
+  /** How this host reaches the target (default 'iscsiadm': the kernel initiator). */
+  attach?: 'iscsiadm' | 'userspace';
   iscsiadm?: Iscsiadm | IscsiadmOptions;
   sysfsRoot?: string;
   devRoot?: string;
@@ -36,10 +43,15 @@ export interface SimulatedVolume extends ProvisionedVolume {
 export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisionOptions> {
   readonly kind = 'simulator';
   readonly iscsiadm: Iscsiadm;
+  readonly attach: 'iscsiadm' | 'userspace';
   readonly #config: SimulatorProvisionerConfig;
 
   constructor(config: SimulatorProvisionerConfig = {}) {
     this.#config = config;
+    this.attach = validateOneOf(config.attach ?? 'iscsiadm', 'config.attach', [
+      'iscsiadm',
+      'userspace',
+    ] as const);
     this.iscsiadm =
       config.iscsiadm instanceof Iscsiadm ? config.iscsiadm : new Iscsiadm(config.iscsiadm);
   }
@@ -82,9 +94,28 @@ export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisio
       target = { iqn: sim.iqn, address: sim.host, port: sim.port };
       progress('start-target', 'done', sim.portal);
       throwIfAborted(signal);
+      const chap = options.simulator.chap;
+      if (this.attach === 'userspace') {
+        const url = iscsiUrl(target, sim.lun);
+        progress('device', 'done', url);
+        return withDeviceOptions(
+          {
+            simulator: sim,
+            target,
+            expectedChangedExtents: sim.changedExtents,
+            device: url,
+            devicePath: url,
+            blockSize: sim.blockSize,
+            description: `simulated OCI delta volume ${sim.iqn} at ${url}`,
+            release,
+            [Symbol.asyncDispose]: release,
+          },
+          chap,
+        );
+      }
       progress('login', 'start', sim.iqn);
       nodeAttempted = true;
-      await this.iscsiadm.addNode(target, options.simulator.chap);
+      await this.iscsiadm.addNode(target, chap);
       throwIfAborted(signal);
       loginAttempted = true;
       await this.iscsiadm.login(target);
@@ -101,17 +132,18 @@ export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisio
         ...(signal ? { signal } : {}),
       });
       progress('device', 'done', device.devicePath);
-      return {
+      return withDeviceOptions({
         simulator: sim,
         target,
         expectedChangedExtents: sim.changedExtents,
+        device: device.sgPath ?? device.devicePath,
         devicePath: device.devicePath,
         ...(device.sgPath ? { sgPath: device.sgPath } : {}),
         blockSize: device.blockSize ?? sim.blockSize,
         description: `simulated OCI delta volume ${sim.iqn} at ${sim.portal} on ${device.devicePath}`,
         release,
         [Symbol.asyncDispose]: release,
-      };
+      });
     } catch (err) {
       return releaseAndRethrow(err, release, signal);
     }

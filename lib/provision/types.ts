@@ -1,8 +1,11 @@
 /**
- * The provisioner contract: something that makes a block device appear on this host (an OCI delta
- * volume attached over iSCSI, a simulator target, a disk you already have) and takes it away again.
- * Provisioners never touch the native binding: they hand the scanner a device path.
+ * The provisioner contract: something that makes a block device reachable from this host (an OCI
+ * delta volume attached over iSCSI, a simulator target, a disk you already have) and takes it
+ * away again. Provisioners never touch the native binding: they hand back a device — a device
+ * node, or an `iscsi://` URL for lba-status's userspace initiator — and the options to open it
+ * with: `openDevice(volume.device, { ...volume.deviceOptions, queueDepth: 4 })`.
  */
+import type { VolumeDeviceOptions } from './device.js';
 
 /** Options every provisioner accepts. */
 export interface ProvisionOptions {
@@ -28,7 +31,19 @@ export interface ProvisionProgress {
 
 /** A device made available by a provisioner. Release it exactly once (further calls are no-ops). */
 export interface ProvisionedVolume extends AsyncDisposable {
-  /** Block device node, e.g. `/dev/sdc`. */
+  /**
+   * What to open: the sg node when known, else the block node, or an `iscsi://HOST:PORT/IQN/LUN`
+   * URL when the volume is reached by the userspace initiator. Never contains a secret.
+   */
+  readonly device: string;
+  /**
+   * What `openDevice(device, …)` needs besides your own options: CHAP credentials when the
+   * target demands them (else empty). Non-enumerable, so logging or serialising the volume
+   * leaves the secret out; do not log it yourself. For an `iscsi://` device the session belongs
+   * to whoever opens it: close the device before `release()`.
+   */
+  readonly deviceOptions: VolumeDeviceOptions;
+  /** Block device node, e.g. `/dev/sdc`; for an `iscsi://` device the same URL as `device`. */
   readonly devicePath: string;
   /** Matching SCSI generic node, e.g. `/dev/sg2`, when known. */
   readonly sgPath?: string;

@@ -29,9 +29,16 @@ export function provisionerContract<O extends ProvisionOptions>(
       await fx.teardown?.();
     });
 
-    it('provisions a device path and releases it, leaving nothing behind', async () => {
+    it('provisions a device (node or iscsi:// URL) and releases it, leaving nothing behind', async () => {
       const vol = await fx.provisioner.provision(fx.options());
-      expect(vol.devicePath).toMatch(/^\//);
+      expect(vol.device).toMatch(/^(\/|iscsi:\/\/[^@/]+\/[^/]+\/\d+$)/);
+      expect(vol.devicePath).toMatch(/^(\/|iscsi:\/\/)/);
+      if (vol.device.startsWith('iscsi:')) expect(vol.devicePath).toBe(vol.device);
+      else expect([vol.devicePath, vol.sgPath]).toContain(vol.device);
+      expect(vol.deviceOptions).toBeTypeOf('object');
+      // deviceOptions (CHAP) never shows when a volume is logged or serialised.
+      expect(Object.keys(vol)).not.toContain('deviceOptions');
+      expect(JSON.stringify(vol)).not.toContain('deviceOptions');
       expect(vol.description.length).toBeGreaterThan(0);
       if (vol.sgPath !== undefined) expect(vol.sgPath).toMatch(/^\//);
       if (vol.blockSize !== undefined) expect(Number.isInteger(vol.blockSize)).toBe(true);

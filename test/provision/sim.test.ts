@@ -76,3 +76,54 @@ describe('SimulatorProvisioner', () => {
     }
   });
 });
+
+provisionerContract<SimulatorProvisionOptions>(
+  'SimulatorProvisioner (attach: userspace)',
+  async () => {
+    const provisioner = new SimulatorProvisioner({ attach: 'userspace' });
+    return {
+      provisioner,
+      options: () => ({ simulator: volume }),
+      leftovers: async () => [],
+    };
+  },
+);
+
+describe("SimulatorProvisioner attach: 'userspace'", () => {
+  const chap = { username: 'backup', secret: 'Sim-Chap-S3cret!' };
+
+  it('hands back iscsi://127.0.0.1:PORT/IQN/1 with CHAP in deviceOptions, stops on release', async () => {
+    const provisioner = new SimulatorProvisioner({ attach: 'userspace' });
+    const vol = await provisioner.provision({ simulator: { ...volume, chap } });
+    try {
+      expect(vol.device).toBe(`iscsi://127.0.0.1:${vol.target.port}/${vol.target.iqn}/1`);
+      expect(JSON.stringify(vol.description + vol.device)).not.toContain(chap.secret);
+      // Without the credentials the target refuses the login.
+      const { openDevice } = await import('../../lib/api/device.js');
+      await expect(openDevice(vol.device)).rejects.toMatchObject({ code: 'ERR_ISCSI_LOGIN' });
+      // With them the changed set is exactly the test's own range:
+      // bytes [1 MiB, 1 MiB + 128 KiB) = LBAs 2048..2303 (512-byte blocks).
+      expect(vol.deviceOptions).toEqual({ chap });
+      const dev = await openDevice(vol.device, { ...vol.deviceOptions, queueDepth: 2 });
+      try {
+        const got: Array<[number, number]> = [];
+        for await (const e of dev.changedExtents({ changeBlockSize: 65536 }))
+          got.push([e.offset, e.length]);
+        expect(got).toEqual([[1 << 20, 131072]]);
+      } finally {
+        await dev.close();
+      }
+    } finally {
+      await vol.release();
+    }
+    const up = await new Promise<boolean>((r) => {
+      const s = connect(vol.target.port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        r(true);
+      });
+      s.once('error', () => r(false));
+    });
+    expect(up).toBe(false);
+  });
+});
