@@ -20,6 +20,7 @@ export {
   checkBackupPair,
   MAX_CHANGE_BLOCK_SIZE,
   MIN_CHANGE_BLOCK_SIZE,
+  type OciAttachMode,
   type OciDeltaOptions,
   type OciDeltaProvisionerConfig,
   type OciDeltaVolume,
@@ -37,4 +38,12 @@ export {
 } from './sdk.js';
 export { parseDuration, type SweepOptions, type SweepResult, sweep } from './sweep.js';
 export { type FindDeviceOptions, type IscsiDevice, lookupDevice, waitForDevice } from './sysfs.js';
-export { TAG_CREATED, TAG_HOST, TAG_INSTANCE, TAG_JOB, TAG_MARK, TAG_MARK_VALUE } from './tags.js';
+export {
+  TAG_ATTACH,
+  TAG_CREATED,
+  TAG_HOST,
+  TAG_INSTANCE,
+  TAG_JOB,
+  TAG_MARK,
+  TAG_MARK_VALUE,
+} from './tags.js';

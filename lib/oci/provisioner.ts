@@ -2,14 +2,20 @@
  * OciDeltaVolumeProvisioner: two backup OCIDs in, a local block device out.
  *
  * validate (no money spent) → create the delta volume (tagged, retry token) → wait AVAILABLE →
- * attach to this instance over iSCSI (read-only) → wait ATTACHED → iscsiadm node new/update/login →
- * find the disk through sysfs. `release()` undoes it in reverse: logout → node delete → detach →
- * wait DETACHED → delete → wait TERMINATED (404 = gone). A failure or abort during provisioning
- * releases whatever was created before the promise rejects.
+ * attach to this instance over iSCSI (read-only) → wait ATTACHED → then, with `attach:
+ * 'iscsiadm'` (default), iscsiadm node new/update/login → find the disk through sysfs; with
+ * `attach: 'userspace'`, nothing on the host: the volume's device is the attachment's
+ * `iscsi://IPV4:PORT/IQN/1` URL that lba-status's own initiator logs in to when the caller opens
+ * it (`openDevice(volume.device, volume.deviceOptions)`: the attachment's CHAP credentials, in a
+ * non-enumerable field, never printed or logged). `release()` undoes it
+ * in reverse: logout → node delete (iscsiadm only) → detach → wait DETACHED → delete → wait
+ * TERMINATED (404 = gone). A failure or abort during provisioning releases whatever was created
+ * before the promise rejects.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type * as OciCore from 'oci-core';
+import { iscsiUrl, OCI_VOLUME_LUN, withDeviceOptions } from '../provision/device.js';
 import { throwIfAborted } from '../provision/errors.js';
 import { releaseAndRethrow, releaseOnce } from '../provision/release.js';
 import type {
@@ -18,6 +24,7 @@ import type {
   ProvisionProgress,
   VolumeProvisioner,
 } from '../provision/types.js';
+import { validateOneOf } from '../validate.js';
 import { OciDeltaError } from './errors.js';
 import { DEFAULT_IMDS_URL, fetchInstanceIdentity, type InstanceIdentity } from './imds.js';
 import {
@@ -37,7 +44,15 @@ import {
   type OciClients,
 } from './sdk.js';
 import { waitForDevice } from './sysfs.js';
-import { TAG_CREATED, TAG_HOST, TAG_INSTANCE, TAG_JOB, TAG_MARK, TAG_MARK_VALUE } from './tags.js';
+import {
+  TAG_ATTACH,
+  TAG_CREATED,
+  TAG_HOST,
+  TAG_INSTANCE,
+  TAG_JOB,
+  TAG_MARK,
+  TAG_MARK_VALUE,
+} from './tags.js';
 
 type Models = typeof OciCore.models;
 type VolumeBackup = OciCore.models.VolumeBackup;
@@ -50,7 +65,16 @@ type IScsiVolumeAttachment = OciCore.models.IScsiVolumeAttachment;
 export const MIN_CHANGE_BLOCK_SIZE = 4096;
 export const MAX_CHANGE_BLOCK_SIZE = 1 << 20;
 
+/** How this host reaches an attached delta volume. */
+export type OciAttachMode = 'iscsiadm' | 'userspace';
+
 export interface OciDeltaProvisionerConfig extends OciClientOptions {
+  /**
+   * `'iscsiadm'` (default): the kernel initiator logs in (root, iscsid) and the volume's device
+   * is the disk found through sysfs. `'userspace'`: no root, no iscsid, no iscsiadm, no sysfs —
+   * the device is the attachment's `iscsi://` URL, opened by lba-status's own initiator.
+   */
+  attach?: OciAttachMode;
   /** Pre-built clients (tests, or callers sharing clients); otherwise built from the options. */
   clients?: OciClients;
   /** Instance metadata base URL (default http://169.254.169.254). */
@@ -99,6 +123,8 @@ export interface OciDeltaVolume extends ProvisionedVolume {
   readonly jobId: string;
   readonly changeBlockSize: number;
   readonly target: IscsiTarget;
+  /** How the volume is reached: the kernel initiator or lba-status's userspace initiator. */
+  readonly attach: OciAttachMode;
   /** Size of the delta volume in bytes (the source volume's size). */
   readonly sizeInBytes?: number;
 }
@@ -245,10 +271,16 @@ export class OciDeltaVolumeProvisioner
   #clients: Promise<OciClients> | undefined;
   readonly #ownsClients: boolean;
   readonly iscsiadm: Iscsiadm;
+  /** How attached volumes are reached (config.attach). */
+  readonly attach: OciAttachMode;
   #identity: Promise<InstanceIdentity> | undefined;
 
   constructor(config: OciDeltaProvisionerConfig = {}) {
     this.#config = config;
+    this.attach = validateOneOf(config.attach ?? 'iscsiadm', 'config.attach', [
+      'iscsiadm',
+      'userspace',
+    ] as const);
     this.#ownsClients = config.clients === undefined;
     if (config.clients) this.#clients = Promise.resolve(config.clients);
     this.iscsiadm =
@@ -455,6 +487,7 @@ export class OciDeltaVolumeProvisioner
           [TAG_CREATED]: created,
           [TAG_HOST]: this.#config.hostName ?? hostname(),
           [TAG_INSTANCE]: me.id,
+          [TAG_ATTACH]: this.attach,
         },
         ...(options.vpusPerGB === undefined ? {} : { vpusPerGB: options.vpusPerGB }),
       };
@@ -578,6 +611,39 @@ export class OciDeltaVolumeProvisioner
         iscsi.chapUsername && iscsi.chapSecret
           ? { username: iscsi.chapUsername, secret: iscsi.chapSecret }
           : undefined;
+      const sizeInBytes =
+        typeof ready.sizeInMBs === 'number'
+          ? ready.sizeInMBs * 1024 * 1024
+          : typeof ready.sizeInGBs === 'number'
+            ? ready.sizeInGBs * 2 ** 30
+            : undefined;
+      const common = {
+        kind,
+        volumeId: volume.id,
+        attachmentId: attachment.id,
+        jobId,
+        changeBlockSize,
+        target,
+        attach: this.attach,
+        ...(sizeInBytes === undefined ? {} : { sizeInBytes }),
+        release,
+        [Symbol.asyncDispose]: release,
+      };
+
+      if (this.attach === 'userspace') {
+        // No session here: whoever opens the device owns it (and closes it before release).
+        const url = iscsiUrl(target, OCI_VOLUME_LUN);
+        progress('device', 'done', `${url}${chap ? ' (CHAP)' : ''}`);
+        return withDeviceOptions(
+          {
+            ...common,
+            device: url,
+            devicePath: url,
+            description: `OCI ${kind} delta volume ${volume.id} at ${url}`,
+          },
+          chap,
+        );
+      }
 
       progress(
         'login',
@@ -601,28 +667,15 @@ export class OciDeltaVolumeProvisioner
         ...(signal ? { signal } : {}),
       });
       progress('device', 'done', device.devicePath);
-
-      const sizeInBytes =
-        typeof ready.sizeInMBs === 'number'
-          ? ready.sizeInMBs * 1024 * 1024
-          : typeof ready.sizeInGBs === 'number'
-            ? ready.sizeInGBs * 2 ** 30
-            : undefined;
-      return {
-        kind,
-        volumeId: volume.id,
-        attachmentId: attachment.id,
-        jobId,
-        changeBlockSize,
-        target,
-        ...(sizeInBytes === undefined ? {} : { sizeInBytes }),
+      // The kernel session holds the CHAP credentials: opening the node needs none.
+      return withDeviceOptions({
+        ...common,
+        device: device.sgPath ?? device.devicePath,
         devicePath: device.devicePath,
         ...(device.sgPath ? { sgPath: device.sgPath } : {}),
         ...(device.blockSize ? { blockSize: device.blockSize } : {}),
         description: `OCI ${kind} delta volume ${volume.id} on ${device.devicePath}`,
-        release,
-        [Symbol.asyncDispose]: release,
-      };
+      });
     } catch (err) {
       return releaseAndRethrow(err, release, signal);
     }

@@ -1,8 +1,9 @@
 /**
  * sweep(): finds delta volumes lba-status created (freeform tag `lba-status: delta`) that are older
  * than a threshold — left by crashed or killed runs — and removes them with their attachments.
- * For attachments to this instance it also logs out of the iSCSI session and deletes the node
- * record. Never touches volumes without our tag.
+ * For attachments to this instance made with iscsiadm it also logs out of the iSCSI session and
+ * deletes the node record (a userspace session died with its process). Never touches volumes
+ * without our tag.
  */
 import type * as OciCore from 'oci-core';
 import { throwIfAborted } from '../provision/errors.js';
@@ -11,7 +12,7 @@ import { OciDeltaError } from './errors.js';
 import type { IscsiTarget } from './iscsiadm.js';
 import type { OciDeltaVolumeProvisioner } from './provisioner.js';
 import { fromOciError } from './sdk.js';
-import { isOurs, TAG_CREATED } from './tags.js';
+import { isOurs, TAG_ATTACH, TAG_CREATED } from './tags.js';
 
 export interface SweepOptions {
   /** Only volumes created longer ago than this (ms; default 1 h) — never a running job's volume. */
@@ -109,7 +110,16 @@ export async function sweep(
       result.attachments.push(a.id);
       if (options.dryRun) continue;
       const iscsi = a as OciCore.models.IScsiVolumeAttachment;
-      if (instanceId && a.instanceId === instanceId && iscsi.iqn && iscsi.ipv4 && iscsi.port) {
+      // A userspace session lived in the lba-status process that made it: nothing on the host.
+      const kernelSession = volume.freeformTags?.[TAG_ATTACH] !== 'userspace';
+      if (
+        kernelSession &&
+        instanceId &&
+        a.instanceId === instanceId &&
+        iscsi.iqn &&
+        iscsi.ipv4 &&
+        iscsi.port
+      ) {
         const t: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
         progress('logout', 'start', t.iqn);
         try {
