@@ -3,7 +3,11 @@
  * The scanner is loaded lazily (it needs the native addon) and is injectable for tests.
  */
 import { parseArgs } from 'node:util';
-import type { OciDeltaProvisionerConfig, OciDeltaVolume } from '../oci/provisioner.js';
+import type {
+  OciAttachMode,
+  OciDeltaProvisionerConfig,
+  OciDeltaVolume,
+} from '../oci/provisioner.js';
 import { OciDeltaVolumeProvisioner } from '../oci/provisioner.js';
 import { parseDuration, sweep } from '../oci/sweep.js';
 import { abortError, isAbortError } from '../provision/errors.js';
@@ -38,7 +42,7 @@ export type DeltaScanner = (
 
 const defaultScanner: DeltaScanner = async (volume, emit, signal, onProgress) => {
   const lib = await import('../index.js');
-  const device = await lib.openDevice(volume.sgPath ?? volume.devicePath, { queueDepth: 1 });
+  const device = await lib.openDevice(volume.device, { ...volume.deviceOptions, queueDepth: 1 });
   try {
     const { blockSize, blocks } = await device.capacity({ signal });
     for await (const batch of lib.scanBatches(device, {
@@ -74,14 +78,18 @@ const COMMON_OPTIONS = `  --config-file F         OCI config file (default ~/.oc
   --compartment-id ID     compartment (default: the instance's)
   --availability-domain AD  (default: the instance's)
   --imds-url URL          instance metadata base URL (default http://169.254.169.254)
-  --iscsiadm PATH         iscsiadm binary (default: iscsiadm from PATH)`;
+  --iscsiadm PATH         iscsiadm binary (default: iscsiadm from PATH; not with --attach userspace)`;
 
 const DELTA_HELP = `Usage: lba-status oci delta --first-backup ID --second-backup ID [options]
 
 Build an OCI delta volume from two backups of the same volume, attach it to this instance over
 iSCSI, scan it with GET LBA STATUS(32) and print the changed extents; then log out, detach and
-delete it — also on error, on Ctrl-C and on SIGTERM. Needs root (iscsiadm, the SCSI device) and
-the optional SDK packages: npm install oci-core oci-common.
+delete it — also on error, on Ctrl-C and on SIGTERM. Needs the optional SDK packages:
+npm install oci-core oci-common. How the volume is reached (--attach):
+  iscsiadm   (default) the kernel initiator: root, iscsid and iscsiadm; the disk is found in sysfs
+  userspace  lba-status's own iSCSI initiator, straight to the attachment's portal
+             (iscsi://IPV4:PORT/IQN/1, CHAP from the attachment when it has one): no root, no
+             iscsid, no iscsiadm, no kernel modules
 
 Before anything is created (and billed), the backups are checked: OCIDs well formed and
 different, both AVAILABLE, same volume, first older, second INCREMENTAL, same size, no FULL
@@ -91,6 +99,7 @@ Options:
   --first-backup ID       older backup (ocid1.volumebackup… or ocid1.bootvolumebackup…)
   --second-backup ID      newer, incremental backup of the same volume
   --change-block-size N   delta granularity in bytes: 4096 (default) … 1M
+  --attach M              iscsiadm (default) | userspace (see above)
 ${COMMON_OPTIONS}
   --timeout-ms N          deadline for each lifecycle wait (default 1200000)
   --export DIR            also export the changed data before cleanup: DIR/manifest.json (with
@@ -103,12 +112,16 @@ ${COMMON_OPTIONS}
 Output (ndjson): one changed extent per line, as 'scan --changed-only' prints it:
   {"lba":96,"blocks":16,"status":3,"additional":0}
 
-Exit status: 0 ok, 1 failure (one line on stderr; cleanup failures name what was left — run
-'lba-status oci sweep'), 2 usage, 130 interrupted (after cleanup).
+Exit status: 0 ok, 1 OCI failure (one line on stderr; cleanup failures name what was left —
+run 'lba-status oci sweep'), 2 usage, 3 system error (e.g. the portal refused the connection),
+4 SCSI error, 5 transport error (iSCSI login refused included), 6 malformed reply,
+130 interrupted (after cleanup).
 
 Examples:
   sudo lba-status oci delta --first-backup ocid1.volumebackup.oc1.eu-paris-1.aaa \\
        --second-backup ocid1.volumebackup.oc1.eu-paris-1.bbb --change-block-size 1M > delta.ndjson
+  lba-status oci delta --attach userspace --first-backup ocid1.volumebackup.oc1.eu-paris-1.aaa \\
+       --second-backup ocid1.volumebackup.oc1.eu-paris-1.bbb --export /backup/2026-11-30
   lba-status oci delta --first-backup "$A" --second-backup "$B" --endpoint http://127.0.0.1:8443 \\
        --config-file /tmp/sim/oci/config --instance-id "$I" --format text
 `;
@@ -200,7 +213,7 @@ export type DeltaExporter = (
 
 const defaultExporter: DeltaExporter = async (volume, dir, options) => {
   const lib = await import('../index.js');
-  const device = await lib.openDevice(volume.sgPath ?? volume.devicePath, { queueDepth: 4 });
+  const device = await lib.openDevice(volume.device, { ...volume.deviceOptions, queueDepth: 4 });
   try {
     const manifest = await lib.exportChanged(device, dir, {
       changeBlockSize: options.changeBlockSize,
@@ -240,6 +253,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
         'change-block-size': { type: 'string' },
         'timeout-ms': { type: 'string' },
         export: { type: 'string' },
+        attach: { type: 'string' },
         'no-progress': { type: 'boolean' },
       },
     });
@@ -258,7 +272,12 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
       sizes: true,
     });
     const timeoutMs = parseCount(values['timeout-ms'], 'timeout-ms');
-    const base = { ...deps.config };
+    const attach = (values.attach ?? 'iscsiadm') as OciAttachMode;
+    if (attach !== 'iscsiadm' && attach !== 'userspace')
+      throw new UsageError(`--attach must be iscsiadm or userspace, got '${values.attach}'`);
+    if (attach === 'userspace' && values.iscsiadm !== undefined)
+      throw new UsageError('--iscsiadm applies only to --attach iscsiadm');
+    const base = { ...deps.config, attach };
     if (timeoutMs !== undefined) base.poll = { ...base.poll, timeoutMs };
     const provisioner = new OciDeltaVolumeProvisioner(configFrom(values, io, base));
     const onProgress = progressWriter(io, !values['no-progress']);
@@ -278,7 +297,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
         },
         async (volume, signal) => {
           const v = volume as OciDeltaVolume;
-          onProgress({ step: 'scan', phase: 'start', detail: v.sgPath ?? v.devicePath });
+          onProgress({ step: 'scan', phase: 'start', detail: v.device });
           let lastProgress = 0;
           const result = await scan(
             volume,
@@ -326,7 +345,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
             volumeId: v.volumeId,
             kind: v.kind,
             changeBlockSize: v.changeBlockSize,
-            device: v.devicePath,
+            device: v.device,
             blockSize: result.blockSize,
             capacityBlocks: result.capacityBlocks,
             changedExtents,
