@@ -42,12 +42,21 @@ ${commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`).join(
 
 Run 'lba-status COMMAND --help' for a command's options and examples.
 
+DEVICE is a device node (/dev/sdX, /dev/sgN, a symlink) or iscsi://[USER@]HOST[:PORT]/IQN/LUN,
+reached by lba-status's own iSCSI initiator (no root, no iscsid); the CHAP secret comes from
+$LBA_STATUS_CHAP_SECRET or --chap-secret-file FILE, never from the command line.
+
 Examples:
   lba-status info /dev/sdb
   lba-status scan /dev/sdb --changed-only --change-block-size 1M
   sudo lba-status scan /dev/oracleoci/oraclevdb --format text
+  lba-status scan iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1 --chap-secret-file ~/.chap
 
-Environment: NODE_DEBUG=lba-status logs retries and device mapping.
+Exit status: 0 ok, 2 usage, 3 system (device missing, permission, connection refused), 4 SCSI,
+5 transport (iSCSI login refused included), 6 malformed reply, 7 verify mismatch, 130 interrupted.
+
+Environment: NODE_DEBUG=lba-status logs retries and device mapping; LBA_STATUS_CHAP_SECRET and
+LBA_STATUS_TARGET_CHAP_SECRET hold CHAP secrets for iscsi:// devices.
 `;
 }
 

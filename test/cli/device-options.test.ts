@@ -241,6 +241,14 @@ describe('deviceArgs: where the secret comes from', () => {
 });
 
 describe('every command takes --help with an iscsi:// example and where the secret comes from', () => {
+  it('lba-status --help', async () => {
+    const r = await cli(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.out()).toMatch(/^ {2}lba-status scan iscsi:\/\//m);
+    expect(r.out()).toContain('LBA_STATUS_CHAP_SECRET');
+    expect(r.out()).toMatch(/5 transport \(iSCSI login refused included\)/);
+  });
+
   it.each([['info'], ['scan'], ['read'], ['export'], ['verify']])('%s --help', async (command) => {
     const r = await cli([command, '--help']);
     expect(r.code).toBe(0);
