@@ -4,11 +4,14 @@
 // guarantee of the iscsiadm path.
 import { inspect } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createOciDeltaCommand } from '../../lib/cli/oci.js';
 import type { OciDeltaOptions, OciDeltaVolume } from '../../lib/oci/provisioner.js';
 import { OciDeltaVolumeProvisioner } from '../../lib/oci/provisioner.js';
 import { sweep } from '../../lib/oci/sweep.js';
+import { startSimulator } from '../../lib/sim/simulator.js';
+import { makeIo } from '../cli/helpers.js';
 import { provisionerContract } from '../provision/contract.js';
-import { type Harness, makeHarness } from './harness.js';
+import { FAST, type Harness, makeHarness } from './harness.js';
 
 const SECRET = 'Us3rspace-Chap-S3cret';
 
@@ -53,7 +56,7 @@ describe("OciDeltaVolumeProvisioner attach: 'userspace'", () => {
     await h.close();
   });
 
-  it('hands back the attachment as iscsi://IPV4:PORT/IQN/1 with CHAP only inside open()', async () => {
+  it('hands back the attachment as iscsi://IPV4:PORT/IQN/1 with CHAP only in the non-enumerable deviceOptions', async () => {
     const { first, second } = h.api.seedBackupPair();
     const progress: string[] = [];
     const vol: OciDeltaVolume = await h.provisioner.provision({
@@ -160,5 +163,75 @@ describe("OciDeltaVolumeProvisioner attach: 'userspace'", () => {
     expect(
       () => new OciDeltaVolumeProvisioner({ attach: 'kernel' as unknown as 'iscsiadm' }),
     ).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+});
+
+describe('oci delta --attach userspace: failures to reach the target still clean up', () => {
+  const run = async (h: Harness) => {
+    const { first, second } = h.api.seedBackupPair();
+    const io = makeIo();
+    const code = await createOciDeltaCommand({ config: { poll: FAST } }).run(
+      [
+        '--config-file',
+        h.creds.configFile as string,
+        '--endpoint',
+        h.api.endpoint,
+        '--imds-url',
+        h.api.endpoint,
+        '--attach',
+        'userspace',
+        '--first-backup',
+        first.id,
+        '--second-backup',
+        second.id,
+      ],
+      io,
+    );
+    return { code, io };
+  };
+
+  it('a portal that refuses the connection exits 3, after detach and delete', async () => {
+    const gone = await startSimulator({ sizeBytes: 1 << 20, port: 0 });
+    const port = gone.port;
+    await gone.close();
+    const h = await makeHarness({
+      attachTarget: () => ({ ipv4: '127.0.0.1', port, iqn: 'iqn.2015-12.com.oracleiaas:gone' }),
+    });
+    try {
+      const { code, io } = await run(h);
+      expect(code).toBe(3);
+      expect(io.err()).toMatch(/^lba-status: .*ECONNREFUSED/m);
+      expect(io.err()).toMatch(/oci: delete done/);
+      expect(await h.leftovers()).toEqual([]);
+      expect(await h.iscsi.calls()).toEqual([]);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('a refused CHAP login exits 5 without printing the secret, after detach and delete', async () => {
+    const sim = await startSimulator({
+      sizeBytes: 1 << 20,
+      port: 0,
+      chap: { username: 'ocid1.volume.oc1..u', secret: 'the-real-Secret-1' },
+    });
+    const h = await makeHarness({
+      attachTarget: () => ({
+        ipv4: '127.0.0.1',
+        port: sim.port,
+        iqn: sim.iqn,
+        chap: { username: 'ocid1.volume.oc1..u', secret: SECRET },
+      }),
+    });
+    try {
+      const { code, io } = await run(h);
+      expect(code).toBe(5);
+      expect(io.err()).toMatch(/^lba-status: .*login/m);
+      expect(io.out() + io.err()).not.toContain(SECRET);
+      expect(await h.leftovers()).toEqual([]);
+    } finally {
+      await h.close();
+      await sim.close();
+    }
   });
 });
