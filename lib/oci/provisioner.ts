@@ -632,6 +632,7 @@ export class OciDeltaVolumeProvisioner
 
       if (this.attach === 'userspace') {
         // No session here: whoever opens the device owns it (and closes it before release).
+        throwIfAborted(signal);
         const url = iscsiUrl(target, OCI_VOLUME_LUN);
         progress('device', 'done', `${url}${chap ? ' (CHAP)' : ''}`);
         return withDeviceOptions(

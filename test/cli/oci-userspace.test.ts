@@ -212,3 +212,25 @@ describe('oci delta --attach userspace when the attachment demands CHAP', () => 
     }
   });
 });
+
+describe('oci delta --attach: usage errors (exit 2)', () => {
+  it('refuses an unknown mode and --iscsiadm with userspace', async () => {
+    const base = [
+      '--first-backup',
+      'ocid1.volumebackup.oc1..a',
+      '--second-backup',
+      'ocid1.volumebackup.oc1..b',
+    ];
+    for (const [args, message] of [
+      [['--attach', 'kernel'], /--attach must be iscsiadm or userspace, got 'kernel'/],
+      [
+        ['--attach', 'userspace', '--iscsiadm', '/sbin/iscsiadm'],
+        /--iscsiadm applies only to --attach iscsiadm/,
+      ],
+    ] as const) {
+      const io = makeIo();
+      expect(await createOciDeltaCommand().run([...base, ...args], io)).toBe(2);
+      expect(io.err()).toMatch(message);
+    }
+  });
+});
