@@ -65,12 +65,23 @@ async function scanOnce(dev, opts) {
   return { ms: performance.now() - t0, descriptors, commands };
 }
 
-/** `inner` scans back to back, timed as one repetition (short scans are too noisy alone). */
+/**
+ * `inner` scans back to back, timed as one repetition (short scans are too noisy alone), with
+ * this process's CPU time (user + system) over them.
+ */
 async function scanRep(dev, opts, inner) {
+  const cpu0 = process.cpuUsage();
   const t0 = performance.now();
   let last;
   for (let i = 0; i < inner; i++) last = await scanOnce(dev, opts);
-  return { ms: performance.now() - t0, descriptors: last.descriptors, commands: last.commands };
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    ms,
+    cpuUs: cpu.user + cpu.system,
+    descriptors: last.descriptors,
+    commands: last.commands,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,6 +273,12 @@ async function scanFiguresWith(dev, asyncDev, sg, form, label) {
       pairedOverheadPercentMedian: round((median(lib.map((x, i) => x.ms / c[i].ms)) - 1) * 100, 1),
       libraryUsPerCommand: round((libMs * 1000) / one.commands, 1),
       cUsPerCommand: round((cMs * 1000) / one.commands, 1),
+      // CPU time of the scanning process per command (figure 9 compares the userspace iSCSI path)
+      libraryCpuUsPerCommand: round(median(lib.map((x) => x.cpuUs)) / inner / one.commands, 1),
+      libraryOneInFlightCpuUsPerCommand: round(
+        median(lib1.map((x) => x.cpuUs)) / inner / one.commands,
+        1,
+      ),
       libraryOneInFlightMs: round(median(lib1.map((x) => x.ms)) / inner),
       libraryOneInFlightUsPerCommand: round(
         (median(lib1.map((x) => x.ms)) * 1000) / inner / one.commands,
