@@ -44,6 +44,18 @@ export interface TestTarget {
   name: string;
   /** Whether `OpenedVolume.inject` works here (the memory transport's test hook). */
   canInject: boolean;
+  /** Runs of the scanner's property test (default 300; fewer where opening a volume is slow). */
+  propertyRuns?: number;
+  /**
+   * Whether the transport recovers a dropped connection by itself (the kernel's initiator
+   * reconnects and re-issues), so a drop is not an error there.
+   */
+  recoversDrops?: boolean;
+  /**
+   * Whether BUSY never reaches the library (the kernel's SCSI midlayer requeues a BUSY
+   * command, SG_IO ones included), so a BUSY fault cannot exhaust the library's retries.
+   */
+  absorbsBusy?: boolean;
   /**
    * Opens `volume`; `beforeOpen` sees the volume's handles before the device's first command
    * (to inject a fault into the INQUIRY probe, say).
