@@ -530,10 +530,12 @@ export interface Tgt {
 export async function startTgt(backing: string, iqn: string): Promise<Tgt> {
   let controlPort = 0;
   for (let i = 0; i < 100 && controlPort === 0; i++) {
-    const candidate = 20_000 + Math.floor(Math.random() * 20_000);
+    // tgtd takes control ports up to 32767 ("-C argument value '32768' out of range")
+    const candidate = 10_000 + Math.floor(Math.random() * 22_768);
     if (!existsSync(`/var/run/tgtd/socket.${candidate}`)) controlPort = candidate;
   }
   const port = await freePort();
+  // tgtd ignores SIGTERM: stop() asks it through tgtadm, then SIGKILL.
   const child = spawn(
     'tgtd',
     ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`],
