@@ -5,10 +5,15 @@ import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { ByteExtent } from '../sim/changed-map.js';
+import { type ByteExtent, ChangedMap } from '../sim/changed-map.js';
 import { type OciSimulation, startOciSimulation } from '../sim/fake-oci/oci-simulation.js';
 import { parseFault } from '../sim/faults.js';
-import { DEFAULT_IQN, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
+import {
+  changedByteExtents,
+  DEFAULT_IQN,
+  type SimulatorOptions,
+  startSimulator,
+} from '../sim/simulator.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
 import { readSecretFile } from './device-args.js';
 import { ExitCode, parseCount, registerSecret, reportError } from './util.js';
@@ -18,9 +23,13 @@ const help = `Usage: lba-status sim serve --size BYTES (--changed FILE | --rando
 Serve a simulated OCI delta volume over iSCSI (a userspace target; no kernel module, no root).
 The volume is LUN 1 of the target, read-only, thin provisioned; it answers GET LBA STATUS(32)
 like OCI (report types 0-4, RTP=1, completion conditions 1/2/3, scan length at most 1 GiB of
-blocks) and refuses GET LBA STATUS(16) unless --gls16. Changed blocks read back deterministic
-data (bytes 0-7 = the LBA); unchanged blocks read zeros. Every new session gets one UNIT
-ATTENTION (29h/00h), as after a real login.
+blocks, 0 = 1 GiB of blocks from the starting LBA) and refuses GET LBA STATUS(16) unless
+--gls16. Report type 1 lists the changed extents (mapped 3, deallocated 1); 0 lists every LBA,
+the unchanged rest as deallocated; 2 the mapped extents; 3 every deallocated LBA (as 0 does).
+Changed blocks read back deterministic data (bytes 0-7 = the LBA, 8-15 = --seed, both u64
+big-endian, then big-endian u32 words of an xorshift32 stream from (LBA, seed): lba-status/sim
+blockData); unchanged blocks read zeros. Every new session gets one UNIT ATTENTION (29h/00h),
+as after a real login.
 
 Once listening it prints one JSON line on stdout, then serves until SIGINT/SIGTERM:
   {"iscsi":{"portal":"127.0.0.1:3260","iqn":"...","lun":1},"changed":N}
@@ -30,12 +39,16 @@ Options:
   --block-size 512|4096      logical block size (default 512)
   --change-block-size N      change granularity in bytes, a power of two >= the block size
                              (default 4096; OCI allows 4K to 1M)
-  --changed FILE             JSON array of changed byte ranges:
-                             [{"offset": BYTES, "length": BYTES}, ...]; an item may add
-                             "status": "deallocated" (changed to zeros). "-" reads stdin.
-  --random-changes N         N random changed extents instead (with --seed)
-  --seed S                   seed of the random map and of the block data (default 0)
-  --max-extent N             longest random extent in change blocks (default 16)
+  --changed FILE             JSON array of changed byte ranges (what was written between the
+                             two backups): [{"offset": BYTES, "length": BYTES}, ...]; an item
+                             may add "status": "deallocated" (changed to zeros). "-" reads
+                             stdin. Served widened outward to whole change blocks and merged.
+  --random-changes N         N random changed byte ranges instead (with --seed), drawn once in
+                             whole logical blocks, independently of --change-block-size; kept
+                             apart by up to 2 MiB so that, when the volume has room, a delta
+                             at any change block size up to 1M has exactly N extents
+  --seed S                   seed of the random draw and of the block data (default 0)
+  --max-extent N             longest random range in logical blocks (default 64 KiB worth)
   --host ADDR                listen address (default 127.0.0.1)
   --port N                   TCP port (default 3260; 0 = any free port)
   --iqn IQN                  target name (default ${DEFAULT_IQN})
@@ -50,10 +63,15 @@ Options:
                                    drop-connection gls-bad-length gls-overlap
                              keys: count=N (next N commands), p=0.1 (probability),
                                    seed=S, ms=N (latency), on=get-lba-status|read|any
-  --dump-changed FILE        write the served changed map (same format as --changed)
+  --dump-changed FILE        write the changed byte ranges, before widening (the format of
+                             --changed): what the two backups differ by
+  --dump-changed-at C FILE   write them widened to change block size C and merged (the same
+                             format): the delta at C, as served; repeatable
   --oci-api                  also serve a fake OCI API (signed requests checked) whose two
-                             backups differ by this map; adds "oci":{endpoint, configFile,
-                             profile, instanceId, firstBackupId, secondBackupId} to the ready line
+                             backups (block volume backups) differ by these byte ranges: a
+                             delta volume at any changeBlockSizeInBytes serves them widened to
+                             it; adds "oci":{endpoint, configFile, profile, instanceId,
+                             firstBackupId, secondBackupId} to the ready line
   --oci-api-chap             its attachments require CHAP, with a fresh secret per attachment
                              handed out as chapUsername/chapSecret (like OCI with useChap)
   --oci-api-port P           its port (default: any free port)
@@ -154,8 +172,46 @@ async function readStdin(): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-async function run(args: string[], io: CliIo): Promise<number> {
+/** Byte ranges as JSON in the --changed format (status only when deallocated). */
+function changedJson(extents: readonly ByteExtent[]): string {
+  return `${JSON.stringify(
+    extents.map((e) =>
+      e.status === 'deallocated'
+        ? { offset: e.offset, length: e.length, status: e.status }
+        : { offset: e.offset, length: e.length },
+    ),
+  )}\n`;
+}
+
+/** Takes every `--dump-changed-at C FILE` (two values) out of args. */
+function takeDumpChangedAt(args: string[]): { rest: string[]; at: Array<[string, string]> } {
+  const rest: string[] = [];
+  const at: Array<[string, string]> = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (a !== '--dump-changed-at') {
+      rest.push(a);
+      continue;
+    }
+    const c = args[i + 1];
+    const file = args[i + 2];
+    if (c === undefined || file === undefined || c.startsWith('--') || file.startsWith('--'))
+      throw new UsageError(
+        '--dump-changed-at needs a change block size and a file: --dump-changed-at C FILE',
+      );
+    at.push([c, file]);
+    i += 2;
+  }
+  return { rest, at };
+}
+
+async function run(argv: string[], io: CliIo): Promise<number> {
   try {
+    const { rest: args, at: dumpAt } = takeDumpChangedAt(argv);
     const { values } = parseArgs({
       args,
       strict: true,
@@ -221,9 +277,33 @@ async function run(args: string[], io: CliIo): Promise<number> {
       changed = {
         random: randomCount!,
         seed,
-        ...(maxExtent !== undefined ? { maxExtentChangeBlocks: maxExtent } : {}),
+        ...(maxExtent !== undefined ? { maxExtentBlocks: maxExtent } : {}),
       };
     }
+    // The one set of changed bytes, drawn once: the served volume, every delta of the fake OCI
+    // API and the dumps all come from it.
+    let changedBytes: ByteExtent[];
+    try {
+      changedBytes = changedByteExtents({ sizeBytes, blockSize, changed });
+    } catch (err) {
+      if (err instanceof RangeError) throw new UsageError(err.message);
+      throw err;
+    }
+    changed = changedBytes;
+    const dumpsAt = dumpAt.map(([c, file]) => {
+      const size = parseCount(c, 'dump-changed-at', { sizes: true })!;
+      try {
+        const map = ChangedMap.fromByteExtents(
+          { sizeBytes, blockSize, changeBlockSize: size },
+          changedBytes,
+        );
+        return { file, text: changedJson(map.byteExtents()) };
+      } catch (err) {
+        if (err instanceof RangeError)
+          throw new UsageError(`--dump-changed-at ${c}: ${err.message}`);
+        throw err;
+      }
+    });
     const port = parseCount(values.port, 'port') ?? 3260;
     const faults = (values.fault ?? []).map((f) => {
       try {
@@ -287,12 +367,9 @@ async function run(args: string[], io: CliIo): Promise<number> {
         });
       }
       if (values['dump-changed'] !== undefined) {
-        await writeFile(
-          values['dump-changed'],
-          `${JSON.stringify(sim.map.byteExtents())}\n`,
-          'utf8',
-        );
+        await writeFile(values['dump-changed'], changedJson(changedBytes), 'utf8');
       }
+      for (const d of dumpsAt) await writeFile(d.file, d.text, 'utf8');
       io.stdout.write(
         `${JSON.stringify({
           iscsi: { portal: sim.portal, iqn: sim.iqn, lun: sim.lun },

@@ -1,6 +1,7 @@
 /**
  * The changed-block map of a simulated delta volume: sorted, disjoint, change-block-aligned
- * extents in logical blocks. Memory is proportional to the number of extents, not to the volume
+ * extents in logical blocks — a set of changed byte ranges (the writes between two backups)
+ * widened outward to whole change blocks and merged. Memory is proportional to the number of extents, not to the volume
  * size (typed arrays; lookups by binary search).
  */
 import { createPrng } from './prng.js';
@@ -32,14 +33,104 @@ export interface VolumeGeometry {
   changeBlockSize: number;
 }
 
-export interface RandomMapOptions {
-  /** Number of extents to create (exactly this many, separated by unchanged gaps). */
+/**
+ * A reproducible random set of changed byte ranges: the writes between two backups, drawn once
+ * in bytes, independent of any change block size (a delta at change block size C is this set
+ * widened to C).
+ */
+export interface RandomChangesOptions {
+  /** Number of changed byte ranges (exactly this many, disjoint and separated). */
   count: number;
   seed: number;
-  /** Longest extent in change blocks (default 16). */
+  /**
+   * Longest range in logical blocks (default: 64 KiB worth, 128 blocks of 512 bytes or 16 of
+   * 4096). Ranges are whole logical blocks, like the writes of a block device.
+   */
+  maxExtentBlocks?: number;
+  /**
+   * @deprecated The longest range in units of 4 KiB (the default change block size of earlier
+   * versions, when the map was drawn in change blocks). Use `maxExtentBlocks`.
+   */
   maxExtentChangeBlocks?: number;
-  /** Fraction of extents reported deallocated instead of mapped (default 0). */
+  /** Fraction of ranges changed to zeros (deallocated) instead of data (default 0). */
   deallocatedRatio?: number;
+}
+
+/** @deprecated The same as {@link RandomChangesOptions}. */
+export type RandomMapOptions = RandomChangesOptions;
+
+/**
+ * The largest gap the random draw keeps between consecutive ranges: twice OCI's largest change
+ * block size (1 MiB), so that, when the volume has room, a delta at any change block size up to
+ * 1 MiB has exactly `count` extents (two ranges closer than one change block merge when widened).
+ */
+export const RANDOM_MAX_GAP_BYTES = 2 * 1024 * 1024;
+
+/**
+ * Draws `count` changed byte ranges on a volume of `sizeBytes` with `blockSize`-byte blocks:
+ * whole logical blocks at random offsets, each 1..maxExtentBlocks blocks long, sorted, disjoint,
+ * and separated by at least min(2 MiB, about sizeBytes / count) unchanged bytes. Depends on the
+ * size, block size, count, seed and options only — never on a change block size.
+ */
+export function randomByteExtents(
+  sizeBytes: number,
+  blockSize: number,
+  opts: RandomChangesOptions,
+): ByteExtent[] {
+  if (blockSize !== 512 && blockSize !== 4096) {
+    throw new RangeError(`blockSize must be 512 or 4096, got ${blockSize}`);
+  }
+  if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockSize !== 0) {
+    throw new RangeError(
+      `sizeBytes must be a positive multiple of the block size, got ${sizeBytes}`,
+    );
+  }
+  const { count, seed } = opts;
+  const cap = sizeBytes / blockSize;
+  const most = cap < 2 ? cap : Math.floor((cap + 2) / 3);
+  if (!Number.isSafeInteger(count) || count < 0 || count > most) {
+    throw new RangeError(
+      `random: count must be 0..${most} for ${cap} logical blocks, got ${count}`,
+    );
+  }
+  if (!Number.isSafeInteger(seed)) throw new RangeError(`random: seed must be an integer`);
+  const maxRun =
+    opts.maxExtentBlocks ??
+    (opts.maxExtentChangeBlocks !== undefined
+      ? Math.max(1, (opts.maxExtentChangeBlocks * 4096) / blockSize)
+      : 65536 / blockSize);
+  if (!Number.isSafeInteger(maxRun) || maxRun < 1) {
+    throw new RangeError(`random: the longest range must be ≥ 1 logical block, got ${maxRun}`);
+  }
+  const ratio = opts.deallocatedRatio ?? 0;
+  if (!(ratio >= 0 && ratio <= 1)) throw new RangeError('deallocatedRatio must be in [0, 1]');
+  if (count === 0) return [];
+  // Starts are v[i] + i·step with v sorted, distinct, in [0, pool): consecutive starts are at
+  // least step + 1 blocks apart, which leaves every range ≥ 1 block and a gap ≥ step − 1 blocks.
+  const maxGap = RANDOM_MAX_GAP_BYTES / blockSize;
+  const step =
+    count === 1 ? maxGap + 1 : Math.min(maxGap + 1, Math.floor((cap - count) / (count - 1)));
+  const gap = step - 1;
+  const pool = cap - (count - 1) * step;
+  const rnd = createPrng(seed);
+  // Floyd's algorithm: `count` distinct values in [0, pool).
+  const chosen = new Set<number>();
+  for (let j = pool - count; j < pool; j++) {
+    const t = rnd.int(j + 1);
+    chosen.add(chosen.has(t) ? j : t);
+  }
+  const v = Float64Array.from(chosen).sort();
+  const out: ByteExtent[] = [];
+  for (let i = 0; i < count; i++) {
+    const start = v[i]! + i * step;
+    const next = i + 1 < count ? v[i + 1]! + (i + 1) * step : cap + gap;
+    const room = Math.min(maxRun, next - gap - start);
+    const len = 1 + rnd.int(room);
+    const e: ByteExtent = { offset: start * blockSize, length: len * blockSize };
+    if (ratio > 0 && rnd.float() < ratio) e.status = 'deallocated';
+    out.push(e);
+  }
+  return out;
 }
 
 export const STATUS_MAPPED = 3;
@@ -151,46 +242,12 @@ export class ChangedMap {
   }
 
   /**
-   * A reproducible random map of exactly `count` extents, each 1..maxExtentChangeBlocks change
-   * blocks long and separated from the next by at least one unchanged change block.
+   * The map of a reproducible random set of changed bytes ({@link randomByteExtents}, drawn
+   * independently of the change block size) widened to this geometry's change block size.
    */
-  static random(g: VolumeGeometry, opts: RandomMapOptions): ChangedMap {
+  static random(g: VolumeGeometry, opts: RandomChangesOptions): ChangedMap {
     checkGeometry(g);
-    const { count, seed } = opts;
-    const maxRun = opts.maxExtentChangeBlocks ?? 16;
-    const ratio = opts.deallocatedRatio ?? 0;
-    const cbTotal = Math.ceil(g.sizeBytes / g.changeBlockSize);
-    if (!Number.isSafeInteger(count) || count < 0 || count > Math.floor(cbTotal / 2)) {
-      throw new RangeError(
-        `random: count must be 0..${Math.floor(cbTotal / 2)} for ${cbTotal} change blocks, got ${count}`,
-      );
-    }
-    if (!Number.isInteger(maxRun) || maxRun < 1) throw new RangeError('maxExtentChangeBlocks ≥ 1');
-    if (!(ratio >= 0 && ratio <= 1)) throw new RangeError('deallocatedRatio must be in [0, 1]');
-    const rnd = createPrng(seed);
-    // Floyd's algorithm: `count` distinct values in [0, cbTotal - count).
-    const pool = cbTotal - count;
-    const chosen = new Set<number>();
-    for (let j = pool - count; j < pool; j++) {
-      const t = rnd.int(j + 1);
-      chosen.add(chosen.has(t) ? j : t);
-    }
-    const v = Float64Array.from(chosen).sort();
-    const cbBlocks = g.changeBlockSize / g.blockSize;
-    const cap = g.sizeBytes / g.blockSize;
-    const starts = new Float64Array(count);
-    const ends = new Float64Array(count);
-    const statuses = new Uint8Array(count);
-    for (let i = 0; i < count; i++) {
-      const startCb = v[i]! + i; // gaps of ≥ 1 change block between consecutive starts
-      const nextCb = i + 1 < count ? v[i + 1]! + i + 1 : cbTotal + 1;
-      const room = Math.min(maxRun, nextCb - startCb - 1);
-      const len = 1 + rnd.int(room);
-      starts[i] = startCb * cbBlocks;
-      ends[i] = Math.min((startCb + len) * cbBlocks, cap);
-      statuses[i] = ratio > 0 && rnd.float() < ratio ? STATUS_DEALLOCATED : STATUS_MAPPED;
-    }
-    return new ChangedMap(g, starts, ends, statuses);
+    return ChangedMap.fromByteExtents(g, randomByteExtents(g.sizeBytes, g.blockSize, opts));
   }
 
   /** Index of the first extent whose end is > lba (count when none). */

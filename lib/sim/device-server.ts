@@ -549,13 +549,17 @@ export class DeviceServer {
     const scan = cdb.readUInt32BE(20);
     const element = cdb.readUInt32BE(24);
     const alloc = cdb.readUInt32BE(28);
-    // OCI: a scan length of 0 or above 1 GiB of blocks is undefined; refuse it explicitly.
-    if (scan === 0 || scan > this.maxScanBlocks) return check(Sense.invalidField(20));
+    // OCI: a scan length of 0 means "the entire volume, subject to the same 1 GB limit" (SBC-4:
+    // no limit), so 0 scans up to 1 GiB of blocks from the starting LBA and ends with condition
+    // 2 (or 3 at the end of the medium) like an explicit 1 GiB scan length. Above 1 GiB of
+    // blocks OCI's output is undefined: refused explicitly.
+    if (scan > this.maxScanBlocks) return check(Sense.invalidField(20));
     if (element !== 0) return check(Sense.invalidField(24));
     if (lba >= BigInt(this.capacity)) return check(Sense.lbaOutOfRange);
     const start = Number(lba);
+    const length = scan === 0 ? this.maxScanBlocks : scan;
     return good(
-      this.#ociReply(start, Math.min(start + scan, this.capacity), rt, alloc, true, malform),
+      this.#ociReply(start, Math.min(start + length, this.capacity), rt, alloc, true, malform),
     );
   }
 
@@ -764,9 +768,17 @@ export class DeviceServer {
 
 /**
  * Emits the LBA status descriptors of [start, end) for a report type, in LBA order, with counts
- * split at 2^32 − 1. Report type 0 covers every LBA (mapped → status 0 "mapped or unknown",
- * deallocated and unchanged → 1, equal neighbours merged); 1 lists changed extents (3 and 1);
- * 2 mapped only; 3 deallocated only; 4 (anchored) nothing.
+ * split at 2^32 − 1. One provisioning state per LBA, whatever the report type (SBC-4 §5.6.2,
+ * OCI's page): changed data is mapped, changed-to-zeros is deallocated, and the unchanged rest
+ * (never initialised in the delta) is reported as deallocated by report type 0 and omitted by
+ * report type 1 (the gaps of OCI's documented example).
+ * - 0, all LBAs: mapped → status 0 "mapped or unknown", everything else → 1; equal neighbours
+ *   merged, no gaps.
+ * - 1, non-zero provisioning status: the changed extents, 3 (mapped) and 1 (deallocated).
+ * - 2, mapped: the mapped extents (3).
+ * - 3, deallocated: every LBA report type 0 reports deallocated (1) — the changed-to-zeros
+ *   extents and the unchanged rest, merged.
+ * - 4, anchored: nothing (a delta volume anchors nothing).
  */
 export function glsDescriptors(
   map: ChangedMap,
@@ -785,13 +797,17 @@ export function glsDescriptors(
   };
   if (reportType === 4 || start >= end) return;
   let i = map.firstEndingAfter(start);
-  if (reportType === 0) {
+  if (reportType === 0 || reportType === 3) {
     let runStart = start;
     let runStatus = -1;
+    // Type 3 keeps the deallocated runs of type 0 (mapped runs are never emitted).
+    const emitRun = (l: number, n: number, st: number): void => {
+      if (reportType === 0 || st === STATUS_DEALLOCATED) put(l, n, st);
+    };
     const add = (s: number, e: number, st: number): void => {
       if (e <= s) return;
       if (st !== runStatus) {
-        if (runStatus >= 0) put(runStart, s - runStart, runStatus);
+        if (runStatus >= 0) emitRun(runStart, s - runStart, runStatus);
         runStart = s;
         runStatus = st;
       }
@@ -806,13 +822,12 @@ export function glsDescriptors(
       i++;
     }
     add(cursor, end, STATUS_DEALLOCATED);
-    if (runStatus >= 0) put(runStart, end - runStart, runStatus);
+    if (runStatus >= 0) emitRun(runStart, end - runStart, runStatus);
     return;
   }
   for (; i < map.count && map.starts[i]! < end; i++) {
     const st = map.statuses[i]!;
     if (reportType === 2 && st !== STATUS_MAPPED) continue;
-    if (reportType === 3 && st !== STATUS_DEALLOCATED) continue;
     const s = Math.max(start, map.starts[i]!);
     const e = Math.min(end, map.ends[i]!);
     put(s, e - s, st);

@@ -6,7 +6,8 @@ import {
   type BlockExtent,
   type ByteExtent,
   ChangedMap,
-  type RandomMapOptions,
+  type RandomChangesOptions,
+  randomByteExtents,
   type VolumeGeometry,
 } from './changed-map.js';
 import { DeviceServer, VOLUME_LUN } from './device-server.js';
@@ -16,6 +17,9 @@ import { IscsiTarget, type TargetStats } from './target.js';
 export const DEFAULT_IQN = 'iqn.2024-01.lba-status:sim';
 export const DEFAULT_CHANGE_BLOCK_SIZE = 4096;
 
+/** A reproducible random set of changed byte ranges: `random` ranges, see randomByteExtents. */
+export type RandomChanges = { random: number } & Omit<RandomChangesOptions, 'count'>;
+
 export interface SimulatorOptions {
   /** Volume size in bytes (a multiple of blockSize). */
   sizeBytes: number;
@@ -23,8 +27,12 @@ export interface SimulatorOptions {
   blockSize?: 512 | 4096;
   /** Change-tracking granularity in bytes (default 4096; OCI allows 4 KiB – 1 MiB). */
   changeBlockSize?: number;
-  /** The changed map: byte ranges, or a reproducible random map. Default: nothing changed. */
-  changed?: readonly ByteExtent[] | ({ random: number } & Omit<RandomMapOptions, 'count'>);
+  /**
+   * What changed between the two backups: byte ranges, or a reproducible random set of byte
+   * ranges (drawn once, in bytes, whatever the change block size). The volume serves them
+   * widened outward to whole change blocks and merged. Default: nothing changed.
+   */
+  changed?: readonly ByteExtent[] | RandomChanges;
   /** Seed of the data returned for changed blocks (default: the random-map seed, else 0). */
   dataSeed?: number;
   /** Listen address (default 127.0.0.1). */
@@ -60,7 +68,9 @@ export interface Simulator {
   capacityBlocks: number;
   changeBlockSize: number;
   dataSeed: number;
-  /** The changed extents served, in blocks (sorted, change-block aligned). */
+  /** The changed byte ranges (before widening): `changed`, or the random draw. */
+  changedBytes: ByteExtent[];
+  /** The changed extents served, in blocks (changedBytes widened to the change block size). */
   changedExtents: BlockExtent[];
   map: ChangedMap;
   faults: FaultInjector;
@@ -92,7 +102,27 @@ const optionKeys = [
   'log',
 ] as const;
 
-/** Builds the changed map a simulator with these options serves (without starting it). */
+/**
+ * The changed byte ranges of these options, before widening: `changed` itself, or the random
+ * draw (which depends on the size, block size, count and seed, never on the change block size).
+ */
+export function changedByteExtents(
+  opts: Pick<SimulatorOptions, 'sizeBytes' | 'blockSize' | 'changed'>,
+): ByteExtent[] {
+  const changed = opts.changed ?? [];
+  if (Array.isArray(changed)) return changed.map((e: ByteExtent) => ({ ...e }));
+  const r = changed as RandomChanges;
+  const ro: RandomChangesOptions = { count: r.random, seed: r.seed };
+  if (r.maxExtentBlocks !== undefined) ro.maxExtentBlocks = r.maxExtentBlocks;
+  if (r.maxExtentChangeBlocks !== undefined) ro.maxExtentChangeBlocks = r.maxExtentChangeBlocks;
+  if (r.deallocatedRatio !== undefined) ro.deallocatedRatio = r.deallocatedRatio;
+  return randomByteExtents(opts.sizeBytes, opts.blockSize ?? 512, ro);
+}
+
+/**
+ * Builds the changed map a simulator with these options serves (without starting it): the
+ * changed byte ranges widened to the change block size and merged.
+ */
 export function buildChangedMap(
   opts: Pick<SimulatorOptions, 'sizeBytes' | 'blockSize' | 'changeBlockSize' | 'changed'>,
 ): ChangedMap {
@@ -101,13 +131,7 @@ export function buildChangedMap(
     blockSize: opts.blockSize ?? 512,
     changeBlockSize: opts.changeBlockSize ?? DEFAULT_CHANGE_BLOCK_SIZE,
   };
-  const changed = opts.changed ?? [];
-  if (Array.isArray(changed)) return ChangedMap.fromByteExtents(g, changed);
-  const r = changed as { random: number } & Omit<RandomMapOptions, 'count'>;
-  const ro: RandomMapOptions = { count: r.random, seed: r.seed };
-  if (r.maxExtentChangeBlocks !== undefined) ro.maxExtentChangeBlocks = r.maxExtentChangeBlocks;
-  if (r.deallocatedRatio !== undefined) ro.deallocatedRatio = r.deallocatedRatio;
-  return ChangedMap.random(g, ro);
+  return ChangedMap.fromByteExtents(g, changedByteExtents(opts));
 }
 
 /**
@@ -126,7 +150,15 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     throw new TypeError('startSimulator(options): options must be an object');
   }
   validateOptionKeys(options as unknown as Record<string, unknown>, 'options', optionKeys);
-  const map = buildChangedMap(options);
+  const changedBytes = changedByteExtents(options);
+  const map = ChangedMap.fromByteExtents(
+    {
+      sizeBytes: options.sizeBytes,
+      blockSize: options.blockSize ?? 512,
+      changeBlockSize: options.changeBlockSize ?? DEFAULT_CHANGE_BLOCK_SIZE,
+    },
+    changedBytes,
+  );
   const changed = options.changed;
   const dataSeed =
     options.dataSeed ??
@@ -179,6 +211,7 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     capacityBlocks: map.capacityBlocks,
     changeBlockSize: map.changeBlockSize,
     dataSeed,
+    changedBytes,
     changedExtents: map.extents(),
     map,
     faults,

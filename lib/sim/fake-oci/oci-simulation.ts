@@ -1,13 +1,15 @@
 /**
- * The fake OCI API wired to simulator targets: every iSCSI attachment of a delta volume starts a
- * simulator (lib/sim) that serves the changed map of the two fake backups at the delta's change
- * block size; detaching stops it. This is what `lba-status sim serve --oci-api` runs, so that
+ * The fake OCI API wired to simulator targets. The two fake backups (block or boot) differ by one
+ * set of changed byte ranges — `changed`, or the seeded random draw, made once here in bytes —
+ * stored with the second backup. Every iSCSI attachment of a delta volume starts a simulator
+ * (lib/sim) that serves that byte set widened to the delta's changeBlockSizeInBytes and merged,
+ * so deltas at any two change block sizes describe the same changes; detaching stops it. This is what `lba-status sim serve --oci-api` runs, so that
  * `lba-status oci delta` works end to end on one machine.
  */
 import { join } from 'node:path';
-import type { BlockExtent } from '../changed-map.js';
+import { type BlockExtent, type ByteExtent, ChangedMap } from '../changed-map.js';
 import {
-  expectedChangedExtents,
+  changedByteExtents,
   type Simulator,
   type SimulatorOptions,
   startSimulator,
@@ -23,7 +25,10 @@ export interface OciSimulationOptions {
   /** Size of the source volume in bytes, a multiple of 1 MiB (default 1 GiB). */
   sizeBytes?: number;
   blockSize?: 512 | 4096;
-  /** What changed between the two fake backups (the delta the simulator serves). */
+  /**
+   * What changed between the two fake backups: byte ranges, or a random draw (made once, in
+   * bytes). A delta at change block size C serves it widened to C.
+   */
   changed?: SimulatorOptions['changed'];
   dataSeed?: number;
   /** Address the simulator targets listen on and the attachments advertise (default 127.0.0.1). */
@@ -56,13 +61,19 @@ export interface OciSimulation extends AsyncDisposable {
   info: OciSimulationInfo;
   /** Running simulator targets by attachment id. */
   simulators: ReadonlyMap<string, Simulator>;
-  /** The extents a correct `oci delta` reports for a change block size (report type 1). */
+  /** The byte ranges the two backups differ by (before widening to a change block size). */
+  changedBytes: ByteExtent[];
+  /**
+   * The extents a delta at this change block size serves (report type 1): changedBytes widened
+   * to it and merged.
+   */
   expectedChangedExtents(changeBlockSize?: number): BlockExtent[];
   close(): Promise<void>;
 }
 
+/** What the second fake backup carries: the byte ranges written since the first. */
 interface Payload {
-  changed?: SimulatorOptions['changed'];
+  changed?: ByteExtent[];
   dataSeed?: number;
   blockSize?: 512 | 4096;
 }
@@ -72,6 +83,20 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % 2 ** 20 !== 0) {
     throw new RangeError(`sizeBytes must be a positive multiple of 1 MiB; got ${sizeBytes}`);
   }
+  const blockSize = options.blockSize ?? 512;
+  // The one set of changed bytes both backups differ by, drawn once (validated here, against
+  // the source volume, so that a bad range fails at start and not at the first attachment).
+  const changedBytes = changedByteExtents({
+    sizeBytes,
+    blockSize,
+    ...(options.changed === undefined ? {} : { changed: options.changed }),
+  });
+  ChangedMap.fromByteExtents({ sizeBytes, blockSize, changeBlockSize: blockSize }, changedBytes);
+  // As startSimulator: block data from the random draw's seed unless dataSeed says otherwise.
+  const changed = options.changed;
+  const dataSeed =
+    options.dataSeed ??
+    (changed && !Array.isArray(changed) ? (changed as { seed: number }).seed : undefined);
   const simulators = new Map<string, Simulator>();
   const host = options.targetHost ?? '127.0.0.1';
   const log = options.log;
@@ -88,7 +113,7 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
         port: 0,
         iqn: `iqn.2015-12.com.oracleiaas:${suffix}`,
         ...(p.blockSize ? { blockSize: p.blockSize } : {}),
-        ...(p.changed === undefined ? {} : { changed: p.changed }),
+        ...(p.changed === undefined ? {} : { changed: p.changed.map((e) => ({ ...e })) }),
         ...(p.dataSeed === undefined ? {} : { dataSeed: p.dataSeed }),
         ...(options.chap
           ? {
@@ -124,8 +149,8 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
   try {
     const credentials = await api.createCredentials(join(options.dir, 'oci'));
     const payload: Payload = {
-      ...(options.changed === undefined ? {} : { changed: options.changed }),
-      ...(options.dataSeed === undefined ? {} : { dataSeed: options.dataSeed }),
+      changed: changedBytes,
+      ...(dataSeed === undefined ? {} : { dataSeed }),
       ...(options.blockSize ? { blockSize: options.blockSize } : {}),
     };
     const t = Date.now() - 2 * 3_600_000;
@@ -170,13 +195,12 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
       credentials,
       info,
       simulators,
+      changedBytes: changedBytes.map((e) => ({ ...e })),
       expectedChangedExtents: (changeBlockSize = 4096) =>
-        expectedChangedExtents({
-          sizeBytes,
-          changeBlockSize,
-          ...(options.blockSize ? { blockSize: options.blockSize } : {}),
-          ...(options.changed === undefined ? {} : { changed: options.changed }),
-        }),
+        ChangedMap.fromByteExtents(
+          { sizeBytes, blockSize, changeBlockSize },
+          changedBytes,
+        ).extents(),
       close,
       [Symbol.asyncDispose]: close,
     };
