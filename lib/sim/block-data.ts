@@ -3,9 +3,15 @@
  * (LBA, seed), so a reader can verify every byte without the simulator. Unchanged and
  * deallocated blocks read as zeros.
  *
- * Layout of one block: bytes 0–7 the LBA (u64 big-endian), bytes 8–15 the seed (u64
- * big-endian, low 53 bits), then 32-bit big-endian words of an xorshift32 stream seeded from
- * (LBA, seed). A block is never all zeros.
+ * The rule (documented so that a reader can implement it independently; the tests do):
+ * - bytes 0–7: the LBA, u64 big-endian; bytes 8–15: the seed, u64 big-endian (low 53 bits);
+ * - then big-endian u32 words of an xorshift32 stream — per word x ^= x << 13, x ^= x >> 17,
+ *   x ^= x << 5, then the word is x — starting from a 32-bit hash of (LBA, seed), all
+ *   arithmetic mod 2^32 with logical shifts, lo/hi the low and high 32 bits:
+ *   h = seedLo ^ 0x9e3779b9; h = (h ^ lbaLo) · 0x85ebca6b; h = (h ^ (h >> 13) ^ lbaHi) ·
+ *   0xc2b2ae35; h = (h ^ (h >> 16) ^ seedHi) · 0x27d4eb2d; h ^= h >> 15; a hash of 0 becomes
+ *   0x6d2b79f5.
+ * A block is never all zeros.
  */
 
 function mix(lba: number, seed: number): number {

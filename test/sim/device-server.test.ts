@@ -3,10 +3,24 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { blockData } from '../../lib/sim/block-data.js';
 import { ChangedMap } from '../../lib/sim/changed-map.js';
 import { DeviceServer, NexusState } from '../../lib/sim/device-server.js';
+import {
+  type ByteRange,
+  documentedBlockData,
+  expectedRead,
+  expectedReport,
+  type Geometry,
+  mergeExtents,
+  randomRanges,
+  testPrng,
+} from '../support/oracle.js';
 import { cdb, gls16Cdb, gls32Cdb, parseGls, senseTriple } from './helpers.js';
+
+// Expected results are literal bytes from the references, or computed by test/support/oracle.ts
+// from each test's own byte ranges (a per-LBA model, the documented block-data rule written
+// again): never by lib/sim's own ChangedMap, glsDescriptors or blockData. The device servers
+// are built from ChangedMap, which is the input under test.
 
 // The OCI documented example (scsi-get-lba-status.md §10.1): 512 MiB, 512-byte blocks.
 const ociMap = ChangedMap.fromByteExtents(
@@ -79,20 +93,20 @@ describe('GET LBA STATUS(32)', () => {
       { lba: 0x70, blocks: 0x90, status: 1 },
     ]);
     expect(rt(2).descriptors).toEqual([{ lba: 0x60, blocks: 0x10, status: 3 }]);
+    // Every LBA report type 0 calls deallocated: the unchanged rest too (OCI: "report type 0
+    // reports uninitialized blocks as deallocated"), where type 1 leaves a gap.
     expect(rt(3).descriptors).toEqual([
-      { lba: 0x70, blocks: 8, status: 1 },
-      { lba: 0xa0, blocks: 0x60, status: 1 },
+      { lba: 0, blocks: 0x60, status: 1 },
+      { lba: 0x70, blocks: 0x90, status: 1 },
     ]);
     expect(rt(4)).toMatchObject({ parameterDataLength: 4, completionCondition: 2, rtp: 1 });
     expect(senseTriple(run(oci, gls32Cdb(0, 8, 1024, 0x10)).sense)).toBe('05/24/00');
   });
 
-  it('refuses a scan length of 0 or above 1 GiB of blocks with 24h/00h pointing at byte 20', () => {
-    for (const scan of [0, 2097153]) {
-      const r = run(oci, gls32Cdb(0, scan, 1024));
-      expect(r.status).toBe(2);
-      expect(r.sense!.toString('hex')).toBe('700005000000000a00000000240000c00014');
-    }
+  it('refuses a scan length above 1 GiB of blocks with 24h/00h pointing at byte 20', () => {
+    const r = run(oci, gls32Cdb(0, 2097153, 1024));
+    expect(r.status).toBe(2);
+    expect(r.sense!.toString('hex')).toBe('700005000000000a00000000240000c00014');
     expect(run(oci, gls32Cdb(0, 2097152, 1024)).status).toBe(0);
     const dev4k = new DeviceServer({
       map: ChangedMap.fromByteExtents(
@@ -103,6 +117,78 @@ describe('GET LBA STATUS(32)', () => {
     });
     expect(run(dev4k, gls32Cdb(0, 262144, 1024)).status).toBe(0);
     expect(senseTriple(run(dev4k, gls32Cdb(0, 262145, 1024)).sense)).toBe('05/24/00');
+  });
+
+  it('scan length 0 scans 1 GiB of blocks from the starting LBA (OCI: "the entire volume, subject to the same 1 GB limit")', () => {
+    // The OCI example volume is 512 MiB: one scan reaches the end (condition 3), as with 2097152.
+    expect(run(oci, gls32Cdb(0x60, 0, 32768)).data!.toString('hex')).toBe(
+      ociReply.replace(/ /g, ''),
+    );
+    // A 3 GiB volume, 512-byte blocks, mapped at 1 GiB - 4 KiB .. 1 GiB + 4 KiB and at 2.5 GiB.
+    const ranges: ByteRange[] = [
+      { offset: 2 ** 30 - 4096, length: 8192 },
+      { offset: 2.5 * 2 ** 30, length: 4096 },
+    ];
+    const g: Geometry = { sizeBytes: 3 * 2 ** 30, blockSize: 512, changeBlockSize: 4096 };
+    const dev = new DeviceServer({ map: ChangedMap.fromByteExtents(g, ranges), dataSeed: 0 });
+    const window = 2 ** 30 / 512;
+    for (const start of [0, 12345, window * 2]) {
+      const zero = parseGls(run(dev, gls32Cdb(start, 0, 32768)).data!);
+      const end = Math.min(start + window, g.sizeBytes / 512);
+      expect(zero).toEqual({
+        ...parseGls(run(dev, gls32Cdb(start, window, 32768)).data!),
+        completionCondition: end === g.sizeBytes / 512 ? 3 : 2,
+      });
+      expect(zero.descriptors).toEqual(expectedReport(ranges, g, 1, start, end));
+    }
+    // 4096-byte blocks: 262144 blocks.
+    const g4k: Geometry = { sizeBytes: 2 ** 32, blockSize: 4096, changeBlockSize: 4096 };
+    const last: ByteRange[] = [{ offset: 2 ** 30 - 4096, length: 8192 }];
+    const dev4k = new DeviceServer({ map: ChangedMap.fromByteExtents(g4k, last), dataSeed: 0 });
+    expect(parseGls(run(dev4k, gls32Cdb(0, 0, 1024)).data!)).toEqual({
+      parameterDataLength: 20,
+      completionCondition: 2,
+      rtp: 1,
+      descriptors: [{ lba: 262143, blocks: 1, status: 3 }],
+    });
+  });
+
+  it('report types 0-4 on random maps: each is the per-LBA model, and they agree with one another', () => {
+    const next = testPrng(77);
+    for (let m = 0; m < 60; m++) {
+      const blockSize = next() < 0.5 ? 512 : 4096;
+      const capacity = 64 + Math.floor(next() * 3000);
+      const changeBlockSize = blockSize * 2 ** Math.floor(next() * 4);
+      const g: Geometry = { sizeBytes: capacity * blockSize, blockSize, changeBlockSize };
+      const ranges = randomRanges(1000 + m, Math.floor(next() * 12), g.sizeBytes, 9000, 0.3);
+      const dev = new DeviceServer({ map: ChangedMap.fromByteExtents(g, ranges), dataSeed: 0 });
+      const start = Math.floor(next() * capacity);
+      const scan = 1 + Math.floor(next() * capacity);
+      const end = Math.min(start + scan, capacity);
+      const got = [0, 1, 2, 3, 4].map((t) => {
+        const p = parseGls(run(dev, gls32Cdb(start, scan, 1 << 20, t)).data!);
+        expect(p.rtp).toBe(1);
+        expect(p.completionCondition).toBe(end === capacity ? 3 : 2);
+        return p.descriptors;
+      });
+      const label = JSON.stringify({ g, ranges, start, scan });
+      for (const t of [0, 1, 2, 3, 4])
+        expect(mergeExtents(got[t]!), `${label} type ${t}`).toEqual(
+          expectedReport(ranges, g, t, start, end),
+        );
+      // Type 0 covers the window without gaps; 2 and 3 split it; 1's deallocated ⊆ 3.
+      const lbas = (list: (typeof got)[0], status?: number) =>
+        list.flatMap((d) =>
+          status === undefined || d.status === status
+            ? Array.from({ length: d.blocks }, (_, i) => d.lba + i)
+            : [],
+        );
+      expect(lbas(got[0]!)).toEqual(Array.from({ length: end - start }, (_, i) => start + i));
+      expect([...lbas(got[2]!), ...lbas(got[3]!)].sort((a, b) => a - b)).toEqual(lbas(got[0]!));
+      expect(lbas(got[0]!, 0)).toEqual(lbas(got[2]!));
+      const dealloc3 = new Set(lbas(got[3]!));
+      expect(lbas(got[1]!, 1).every((l) => dealloc3.has(l))).toBe(true);
+    }
   });
 
   it('refuses a start LBA beyond the capacity with 21h/00h', () => {
@@ -228,7 +314,10 @@ describe('other commands', () => {
     const r = run(oci, cdb('28000000005e00000400')); // LBAs 0x5e..0x61
     expect(r.data!.length).toBe(4 * 512);
     expect(r.data!.subarray(0, 1024).every((b) => b === 0)).toBe(true);
-    expect(r.data!.subarray(1024, 1536)).toEqual(blockData(0x60, 512, 5));
+    expect(r.data!.subarray(1024, 1536)).toEqual(documentedBlockData(0x60, 512, 5));
+    expect(r.data!.subarray(1024, 1040).toString('hex')).toBe(
+      '0000000000000060' + '0000000000000005',
+    );
     expect(r.data!.readUInt32BE(1536 + 4)).toBe(0x61);
     // Deallocated blocks read zeros.
     expect(run(oci, cdb('28000000007000000100')).data!.every((b) => b === 0)).toBe(true);
@@ -236,6 +325,37 @@ describe('other commands', () => {
     expect(senseTriple(run(oci, cdb('28000010000000000000')).sense)).toBe('05/21/00');
     expect(run(oci, cdb('28000000000000000000')).status).toBe(0);
     expect(senseTriple(run(oci, cdb('28000000000000ffff00')).sense)).toBe('05/24/00');
+  });
+
+  it('READ of random maps equals the documented block-data rule on changed blocks, zeros elsewhere', () => {
+    const next = testPrng(5);
+    for (let m = 0; m < 20; m++) {
+      const blockSize = next() < 0.5 ? 512 : 4096;
+      const g: Geometry = {
+        sizeBytes: 2 ** 45, // LBAs at and above 2^32: the high words of the hash and of bytes 0-7
+        blockSize,
+        changeBlockSize: blockSize * 2 ** Math.floor(next() * 3),
+      };
+      const base = 2 ** 44 + Math.floor(next() * 1000) * blockSize;
+      const ranges = randomRanges(m, 4, 256 * 1024, 20_000, 0.25).map((r) => ({
+        ...r,
+        offset: r.offset + base,
+      }));
+      const seed = Math.floor(next() * 2 ** 53);
+      const dev = new DeviceServer({ map: ChangedMap.fromByteExtents(g, ranges), dataSeed: seed });
+      const lba = base / blockSize;
+      const blocks = (256 * 1024) / blockSize;
+      const c = Buffer.alloc(16);
+      c[0] = 0x88;
+      c.writeBigUInt64BE(BigInt(lba), 2);
+      c.writeUInt32BE(blocks, 10);
+      const r = run(dev, c);
+      expect(r.status).toBe(0);
+      expect(
+        r.data!.equals(expectedRead(ranges, g, seed, lba, blocks)),
+        JSON.stringify(ranges),
+      ).toBe(true);
+    }
   });
 
   it('REPORT SUPPORTED OPERATION CODES lists GET LBA STATUS(32) and not (16)', () => {

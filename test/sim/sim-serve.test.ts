@@ -5,6 +5,7 @@ import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { simServeCommand } from '../../lib/cli/sim-serve.js';
 import { IscsiInitiator } from '../../lib/iscsi/initiator.js';
+import { expectedWidenedBytes } from '../support/oracle.js';
 import { gls32Cdb, parseGls } from './helpers.js';
 
 function io() {
@@ -54,6 +55,12 @@ describe('lba-status sim serve', () => {
         'iqn.2024-01.test:cli',
         '--dump-changed',
         join(dir, 'dump.json'),
+        '--dump-changed-at',
+        '4096',
+        join(dir, 'dump-4k.json'),
+        '--dump-changed-at',
+        '2M',
+        join(dir, 'dump-2m.json'),
       ],
       t.io,
     );
@@ -61,10 +68,22 @@ describe('lba-status sim serve', () => {
     const ready = JSON.parse(t.out());
     expect(ready).toMatchObject({ iscsi: { iqn: 'iqn.2024-01.test:cli', lun: 1 }, changed: 2 });
     expect(ready.iscsi.portal).toMatch(/^127\.0\.0\.1:\d+$/);
-    expect(JSON.parse(readFileSync(join(dir, 'dump.json'), 'utf8'))).toEqual([
+    // --dump-changed: the byte ranges as given; --dump-changed-at C: widened to C and merged.
+    const ranges = [
+      { offset: 4096, length: 1 },
+      { offset: 1 << 20, length: 8192 },
+    ];
+    const dumped = (name: string) => JSON.parse(readFileSync(join(dir, name), 'utf8'));
+    expect(dumped('dump.json')).toEqual(ranges);
+    const g = { sizeBytes: 64 << 20, blockSize: 512 };
+    expect(dumped('dump-4k.json')).toEqual(
+      expectedWidenedBytes(ranges, { ...g, changeBlockSize: 4096 }),
+    );
+    expect(dumped('dump-4k.json')).toEqual([
       { offset: 4096, length: 4096 },
       { offset: 1 << 20, length: 8192 },
     ]);
+    expect(dumped('dump-2m.json')).toEqual([{ offset: 0, length: 2 << 20 }]);
     const [host, port] = ready.iscsi.portal.split(':');
     const ini = await IscsiInitiator.connect({
       host,
