@@ -87,6 +87,11 @@ export interface TargetLoginConfig {
   offer?: Partial<SessionParams>;
   /** Random bytes for CHAP challenges (injectable for byte-exact tests). */
   random?: (n: number) => Buffer;
+  /**
+   * Most bytes of text in one key=value set, continued Login Requests (C bit) included
+   * (default 65536); more fails the login with Initiator Error (2/00) before it is buffered.
+   */
+  maxTextBytes?: number;
 }
 
 /** What the connection must send back for one Login Request. */
@@ -193,6 +198,7 @@ export class TargetLoginNegotiator {
   #chapId = 0;
   #chapChallenge: Buffer = Buffer.alloc(0);
   #pending: Buffer[] = [];
+  #pendingBytes = 0;
   #negotiated = new Set<string>();
 
   constructor(config: TargetLoginConfig) {
@@ -218,8 +224,14 @@ export class TargetLoginNegotiator {
       return fail(LoginStatus.InitiatorError);
     }
     // Text split over several requests (C bit): collect, answer with an empty response.
+    const piece = req.data ?? Buffer.alloc(0);
+    this.#pendingBytes += piece.length;
+    if (this.#pendingBytes > (this.#config.maxTextBytes ?? 65536)) {
+      this.#pending = [];
+      return fail(LoginStatus.InitiatorError);
+    }
     if (req.continue) {
-      this.#pending.push(req.data ?? Buffer.alloc(0));
+      this.#pending.push(piece);
       return {
         transit: false,
         csg: req.csg,
@@ -231,8 +243,9 @@ export class TargetLoginNegotiator {
         failed: false,
       };
     }
-    const text = Buffer.concat([...this.#pending, req.data ?? Buffer.alloc(0)]);
+    const text = Buffer.concat([...this.#pending, piece]);
     this.#pending = [];
+    this.#pendingBytes = 0;
     let keys: Map<string, string>;
     try {
       keys = decodeText(text);

@@ -8,6 +8,26 @@
  */
 import { BHS_LENGTH, IscsiProtocolError, type RawPdu } from './pdu.js';
 
+/**
+ * A PDU announced a data segment above the limit. Thrown from its BHS alone (the data is never
+ * buffered); carries that BHS (for a Reject or a Login Response) and the PDUs the same push
+ * completed before it. The reader is unusable afterwards: close the connection.
+ */
+export class PduTooLargeError extends IscsiProtocolError {
+  override name = 'PduTooLargeError';
+  constructor(
+    message: string,
+    /** The offending PDU's 48-byte BHS (a copy). */
+    readonly bhs: Buffer,
+    readonly dataSegmentLength: number,
+    readonly limit: number,
+    /** Whole PDUs completed by the same push, before the offending one. */
+    readonly pdus: RawPdu[],
+  ) {
+    super(message);
+  }
+}
+
 export interface PduReaderOptions {
   /** Largest data segment accepted (the receiver's MaxRecvDataSegmentLength). Default 8192. */
   maxDataSegmentLength?: number;
@@ -52,8 +72,12 @@ export class PduReader {
       const ahsLen = head[4]! * 4;
       const dataLen = head.readUIntBE(5, 3);
       if (dataLen > this.#maxData) {
-        throw new IscsiProtocolError(
+        throw new PduTooLargeError(
           `data segment of ${dataLen} bytes (opcode 0x${(head[0]! & 0x3f).toString(16)}) exceeds the declared MaxRecvDataSegmentLength of ${this.#maxData}`,
+          Buffer.from(head),
+          dataLen,
+          this.#maxData,
+          out,
         );
       }
       const total = BHS_LENGTH + ahsLen + ((dataLen + 3) & ~3);
