@@ -1,15 +1,17 @@
 // The OCI contract exactly as a user runs it, as two processes of the built CLI in the guest:
 // `lba-status sim serve --oci-api` (fake OCI API + simulator targets), then `lba-status oci
 // delta` with the ready line's endpoint, config file, instance and backups, through the real
-// iscsid/iscsiadm. The result must equal the served map; afterwards nothing is left: no iSCSI
-// session or node record, and `oci sweep` finds no volume or attachment.
+// iscsid/iscsiadm. The result must equal the changed byte ranges the server drew
+// (`--dump-changed`) widened to the delta's change block size by the test's own naive bitmap
+// (test/support/oracle.ts), and `--dump-changed-at` at that size; afterwards nothing is left:
+// no iSCSI session or node record, and `oci sweep` finds no volume or attachment.
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ChangedMap } from '../../../lib/sim/changed-map.js';
+import { type ByteRange, expectedDelta, mappedRuns } from '../../support/oracle.js';
 import { mappedRanges } from '../sim/attach.js';
 import { run } from '../support/index.js';
 
@@ -47,6 +49,9 @@ describe('sim serve --oci-api + oci delta (the CLI contract)', () => {
         work,
         '--dump-changed',
         map,
+        '--dump-changed-at',
+        '65536',
+        `${map}.at-65536`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
@@ -88,11 +93,17 @@ describe('sim serve --oci-api + oci delta (the CLI contract)', () => {
       .trim()
       .split('\n')
       .map((line) => JSON.parse(line) as { lba: number; blocks: number; status: number });
-    const served = ChangedMap.fromByteExtents(
-      { sizeBytes: 128 << 20, blockSize: 512, changeBlockSize: 65536 },
-      JSON.parse(readFileSync(map, 'utf8')),
-    ).extents();
-    expect(mappedRanges(printed)).toEqual(mappedRanges(served));
+    // The server serves its own target at 65536 and draws the byte set once; the delta asks
+    // for 65536 too (the OCI API's changeBlockSizeInBytes).
+    const geometry = { sizeBytes: 128 << 20, blockSize: 512, changeBlockSize: 65536 };
+    const bytes = JSON.parse(readFileSync(map, 'utf8')) as ByteRange[];
+    expect(bytes).toHaveLength(30);
+    const expected = mappedRuns(expectedDelta(bytes, geometry));
+    expect(mappedRanges(printed)).toEqual(expected);
+    const dumpedAt = JSON.parse(readFileSync(`${map}.at-65536`, 'utf8')) as ByteRange[];
+    expect(mappedRuns(expectedDelta(dumpedAt, { ...geometry, changeBlockSize: 512 }))).toEqual(
+      expected,
+    );
     expect(printed.length).toBeGreaterThan(0);
 
     expect((await run('iscsiadm', ['-m', 'session'])).stdout).not.toContain('oracleiaas');

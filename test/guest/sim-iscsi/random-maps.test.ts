@@ -2,11 +2,21 @@
 // returns exactly the simulator's changed set for 100+ random maps (512- and 4096-byte blocks,
 // volumes up to 16 TiB, windows and allocation lengths chosen to hit completion conditions 1, 2
 // and 3), and every fault kind is either survived with the exact result or a typed error.
+// The oracle is independent of lib/sim: each map is the test's own list of changed byte ranges
+// (any byte offset, close together or overlapping, some changed to zeros) — or, for every fourth
+// map, the byte ranges the simulator drew (`sim.changedBytes`, before widening) — widened by the
+// naive change-block bitmap of test/support/oracle.ts.
 // The simulators run in this test process: SG_IO runs on the addon's own threads, so the event
 // loop keeps serving the target while the kernel waits for it.
 import { describe, expect, it } from 'vitest';
 import { MalformedReplyError, openDevice, ScsiError, TransportError } from '../../../lib/index.js';
 import { type FaultSpec, startSimulator } from '../../../lib/sim.js';
+import {
+  type ByteRange,
+  expectedChangedRuns,
+  randomRanges,
+  testPrng,
+} from '../../support/oracle.js';
 import { attach, mappedRanges } from '../sim/attach.js';
 
 interface Case {
@@ -15,24 +25,17 @@ interface Case {
   changeBlockSize: number;
   random: number;
   seed: number;
+  /** Longest range in bytes. */
+  maxLength: number;
+  /** The simulator draws the ranges (`changed: { random, seed }`) instead of the test. */
+  simulatorDraws: boolean;
   windowBlocks: number;
   allocationLength: number;
   concurrency: number;
 }
 
-function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 function cases(count: number): Case[] {
-  const next = prng(42);
+  const next = testPrng(42);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(next() * items.length)]!;
   const out: Case[] = [];
   for (let i = 0; i < count; i++) {
@@ -59,12 +62,33 @@ function cases(count: number): Case[] {
         Math.floor(sizeBytes / changeBlockSize / 2),
       ),
       seed: 1000 + i,
+      maxLength: Math.ceil(next() * 16 * changeBlockSize),
+      simulatorDraws: i % 4 === 3,
       windowBlocks,
       allocationLength: pick([24, 40, 8 + 16 * 7, 32768]),
       concurrency: huge ? 8 : pick([1, 2, 4]),
     });
   }
   return out;
+}
+
+/**
+ * The test's own changed byte ranges for a case: uniform ones, plus for each a neighbour within
+ * two change blocks after it (widening must merge or keep them apart exactly), a quarter changed
+ * to zeros.
+ */
+function ownRanges(c: Case): ByteRange[] {
+  const base = randomRanges(c.seed, Math.ceil(c.random / 2), c.sizeBytes, c.maxLength, 0.25);
+  const next = testPrng(c.seed + 77);
+  const near = base.map((r) => {
+    const offset = Math.min(
+      c.sizeBytes - 1,
+      r.offset + r.length + Math.floor(next() * 2 * c.changeBlockSize),
+    );
+    const length = Math.min(c.sizeBytes - offset, 1 + Math.floor(next() * c.changeBlockSize));
+    return { offset, length };
+  });
+  return [...base, ...near];
 }
 
 async function scanChanged(sg: string, options: object) {
@@ -89,13 +113,17 @@ describe('scan of 100+ random simulated delta volumes through the kernel initiat
     const seen = new Set<number>();
     const all = cases(Number(process.env.LBA_STATUS_TEST_MAPS ?? 104));
     for (const [index, c] of all.entries()) {
+      const own = c.simulatorDraws ? undefined : ownRanges(c);
       await using sim = await startSimulator({
         sizeBytes: c.sizeBytes,
         blockSize: c.blockSize,
         changeBlockSize: c.changeBlockSize,
-        changed: { random: c.random, seed: c.seed },
+        changed: own ?? { random: c.random, seed: c.seed },
         iqn: `iqn.2024-01.lba-status:map-${index}`,
       });
+      const bytes = own ?? sim.changedBytes;
+      if (c.simulatorDraws) expect(bytes, `map ${index}`).toHaveLength(c.random);
+      const expected = expectedChangedRuns(bytes, c);
       const lun = await attach(sim);
       try {
         const { windowBlocks, allocationLength, concurrency } = c;
@@ -105,9 +133,8 @@ describe('scan of 100+ random simulated delta volumes through the kernel initiat
           concurrency,
         });
         expect(form, `map ${index}`).toBe(32);
-        expect(changed, `map ${index}: ${JSON.stringify(c)}`).toEqual(
-          mappedRanges(sim.changedExtents),
-        );
+        expect(changed, `map ${index}: ${JSON.stringify(c)}`).toEqual(expected);
+        expect(expected.length, `map ${index}`).toBeGreaterThan(0);
         for (const condition of conditions) seen.add(condition);
       } finally {
         await lun.detach();
@@ -118,12 +145,14 @@ describe('scan of 100+ random simulated delta volumes through the kernel initiat
 });
 
 describe('faults through the kernel: retried and exact, or a typed error', () => {
+  const ranges = randomRanges(9, 200, 512 * 2 ** 20, 40_000, 0.1);
   const base = {
     sizeBytes: 512 * 2 ** 20,
     blockSize: 512 as const,
     changeBlockSize: 4096,
-    changed: { random: 200, seed: 9 },
+    changed: ranges,
   };
+  const expected = expectedChangedRuns(ranges, base);
   const options = { windowBlocks: 2 ** 18, allocationLength: 8 + 16 * 20 };
 
   const transient: FaultSpec['kind'][] = [
@@ -143,7 +172,7 @@ describe('faults through the kernel: retried and exact, or a typed error', () =>
       try {
         sim.faults.add({ kind, count: 3, ms: 50 });
         const { changed } = await scanChanged(lun.sg, options);
-        expect(changed).toEqual(mappedRanges(sim.changedExtents));
+        expect(changed).toEqual(expected);
       } finally {
         await lun.detach();
       }
@@ -181,7 +210,7 @@ describe('faults through the kernel: retried and exact, or a typed error', () =>
           [TransportError, ScsiError].some((type) => outcome instanceof type) || 'errno' in outcome,
         ).toBe(true);
       } else {
-        expect((outcome as { changed: unknown }).changed).toEqual(mappedRanges(sim.changedExtents));
+        expect((outcome as { changed: unknown }).changed).toEqual(expected);
       }
     } finally {
       await lun.detach();

@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { type ByteRange, expectedChangedRuns } from '../../support/oracle.js';
 import { run, scenario } from '../support/index.js';
 
 const s = scenario();
@@ -34,25 +35,18 @@ async function scan(device: string, args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** The served map (sim serve --dump-changed) as [start, end) LBA runs. */
+/**
+ * The served changed set as [start, end) LBA runs: the byte ranges sim serve drew (--dump-changed,
+ * before widening) widened to the scenario's change block size by the test-side oracle.
+ */
 function servedRuns(): Array<[number, number]> {
   const file = process.env.LBA_STATUS_TEST_SIM_MAP;
   if (!file) throw new Error('LBA_STATUS_TEST_SIM_MAP is not set (scripts/guest/scenarios/sim.sh)');
-  const map = JSON.parse(readFileSync(file, 'utf8')) as Array<{
-    offset: number;
-    length: number;
-    status?: string;
-  }>;
-  return map
-    .filter((m) => m.status !== 'deallocated')
-    .map((m) => [m.offset / s.blockSize, (m.offset + m.length) / s.blockSize] as [number, number])
-    .sort((a, b) => a[0] - b[0])
-    .reduce<Array<[number, number]>>((out, r) => {
-      const last = out[out.length - 1];
-      if (last && last[1] >= r[0]) last[1] = Math.max(last[1], r[1]);
-      else out.push([...r]);
-      return out;
-    }, []);
+  return expectedChangedRuns(JSON.parse(readFileSync(file, 'utf8')) as ByteRange[], {
+    sizeBytes: s.capacityBlocks * s.blockSize,
+    blockSize: s.blockSize,
+    changeBlockSize: Number(process.env.LBA_STATUS_TEST_SIM_CHANGE_BLOCK_SIZE),
+  });
 }
 
 /** Mapped (status != 1) runs of an ndjson scan, merged. */
