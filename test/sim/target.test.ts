@@ -179,8 +179,10 @@ describe('simulator over TCP', () => {
 
     s.faults.add({ kind: 'latency', ms: 10_000 });
     const itt = ini.nextItt;
+    const received = s.stats.commands + 1;
     const slow = ini.command(1, gls32Cdb(0, 8, 1024), { dataInLength: 1024, timeoutMs: 600 });
-    await new Promise((r) => setTimeout(r, 50));
+    // ABORT TASK once the target holds the delayed command (its stats count it on arrival).
+    await expect.poll(() => s.stats.commands, { interval: 1 }).toBe(received);
     expect(await ini.taskManagement(TmfFunction.AbortTask, 1, itt)).toBe(0);
     await expect(slow).rejects.toThrow(/no answer/);
     expect(await ini.taskManagement(TmfFunction.LogicalUnitReset, 1)).toBe(0);
