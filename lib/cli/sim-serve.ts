@@ -14,6 +14,7 @@ import {
   type SimulatorOptions,
   startSimulator,
 } from '../sim/simulator.js';
+import { resolveTargetLimits } from '../sim/target.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
 import { readSecretFile } from './device-args.js';
 import { ExitCode, parseCount, registerSecret, reportError } from './util.js';
@@ -76,6 +77,14 @@ Options:
                              handed out as chapUsername/chapSecret (like OCI with useChap)
   --oci-api-port P           its port (default: any free port)
   --oci-dir DIR              where its OCI config file and key go (default: a new temp dir)
+  --max-connections N        iSCSI connections at once; more get login status 3/02 (default 32)
+  --max-sessions N           sessions kept; the oldest one without a connection goes (default 1024)
+  --session-retain S         seconds a session waits for a reconnect with its TSIH (default 20)
+  --login-timeout S          seconds to complete login, else the connection closes (default 15)
+  --max-login-pdus N         Login Requests per connection, C-bit ones included (default 32)
+  --max-text-bytes N         bytes of one key=value set over continued PDUs (default 64K)
+  --max-recv-data-segment N  MaxRecvDataSegmentLength declared; longer PDUs: Reject (default 256K)
+  --reply-high-water N       queued reply bytes per connection that pause its reads (default 1M)
   --verbose                  log logins, faults and failed commands on stderr
   -h, --help                 show this help
 
@@ -166,6 +175,47 @@ async function chapOption(
   return { username: user, secret };
 }
 
+/** The iSCSI target's limits from --max-connections and the other limit flags. */
+function targetLimits(values: Record<string, unknown>): NonNullable<SimulatorOptions['limits']> {
+  const n = (name: string, sizes = false): number | undefined =>
+    parseCount(values[name] as string | undefined, name, { sizes });
+  const timeout = n('login-timeout');
+  const limits: NonNullable<SimulatorOptions['limits']> = {
+    maxConnections: n('max-connections'),
+    maxSessions: n('max-sessions'),
+    sessionRetainSeconds: n('session-retain'),
+    loginTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
+    maxLoginPdus: n('max-login-pdus'),
+    maxTextBytes: n('max-text-bytes', true),
+    maxRecvDataSegmentLength: n('max-recv-data-segment', true),
+    replyHighWaterBytes: n('reply-high-water', true),
+  };
+  for (const k of Object.keys(limits) as Array<keyof typeof limits>) {
+    if (limits[k] === undefined) delete limits[k];
+  }
+  try {
+    resolveTargetLimits(limits);
+  } catch (err) {
+    const flag: Record<string, string> = {
+      maxConnections: 'max-connections',
+      maxSessions: 'max-sessions',
+      sessionRetainSeconds: 'session-retain',
+      loginTimeoutMs: 'login-timeout',
+      maxLoginPdus: 'max-login-pdus',
+      maxTextBytes: 'max-text-bytes',
+      maxRecvDataSegmentLength: 'max-recv-data-segment',
+      replyHighWaterBytes: 'reply-high-water',
+    };
+    const m = /^limits\.(\w+) must be an integer in (\d+)\.\.(\d+)/.exec((err as Error).message);
+    if (!m) throw err;
+    const scale = m[1] === 'loginTimeoutMs' ? 1000 : 1;
+    throw new UsageError(
+      `--${flag[m[1]!]} must be ${Math.ceil(Number(m[2]) / scale)}..${Number(m[3]) / scale}`,
+    );
+  }
+  return limits;
+}
+
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];
   for await (const c of process.stdin) chunks.push(c as Buffer);
@@ -239,6 +289,14 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         'oci-api-chap': { type: 'boolean' },
         'oci-dir': { type: 'string' },
         verbose: { type: 'boolean' },
+        'max-connections': { type: 'string' },
+        'max-sessions': { type: 'string' },
+        'session-retain': { type: 'string' },
+        'login-timeout': { type: 'string' },
+        'max-login-pdus': { type: 'string' },
+        'max-text-bytes': { type: 'string' },
+        'max-recv-data-segment': { type: 'string' },
+        'reply-high-water': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -325,6 +383,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       unitAttentionOnLogin: !values['no-unit-attention'],
     };
     if (values.iqn !== undefined) opts.iqn = values.iqn;
+    opts.limits = targetLimits(values);
     const chap = await chapOption(values, io);
     if (chap) opts.chap = chap;
     if (values['oci-api-chap'] && !values['oci-api'])

@@ -12,7 +12,7 @@ import {
 } from './changed-map.js';
 import { DeviceServer, VOLUME_LUN } from './device-server.js';
 import { FaultInjector, type FaultSpec } from './faults.js';
-import { IscsiTarget, type TargetStats } from './target.js';
+import { IscsiTarget, resolveTargetLimits, type TargetLimits, type TargetStats } from './target.js';
 
 export const DEFAULT_IQN = 'iqn.2024-01.lba-status:sim';
 export const DEFAULT_CHANGE_BLOCK_SIZE = 4096;
@@ -51,6 +51,11 @@ export interface SimulatorOptions {
   unitAttentionOnLogin?: boolean;
   /** MAXIMUM TRANSFER LENGTH in bytes for READ (default 4 MiB). */
   maxTransferBytes?: number;
+  /**
+   * The iSCSI target's resource limits: connections, sessions, login PDUs, text and time, the
+   * MaxRecvDataSegmentLength it declares, reply bytes queued per connection (see TargetLimits).
+   */
+  limits?: Partial<TargetLimits>;
   /** Diagnostic log sink (one line per event). */
   log?: (line: string) => void;
 }
@@ -78,6 +83,8 @@ export interface Simulator {
   stats: TargetStats;
   /** Sessions currently logged in. */
   readonly sessions: number;
+  /** TCP connections open to the target (login phase included). */
+  readonly connections: number;
   /** Drops every TCP connection (sessions may come back through recovery). */
   dropConnections(): void;
   /** Stops listening and ends every session. */
@@ -100,6 +107,7 @@ const optionKeys = [
   'unitAttentionOnLogin',
   'maxTransferBytes',
   'log',
+  'limits',
 ] as const;
 
 /**
@@ -150,6 +158,7 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     throw new TypeError('startSimulator(options): options must be an object');
   }
   validateOptionKeys(options as unknown as Record<string, unknown>, 'options', optionKeys);
+  if (options.limits !== undefined) resolveTargetLimits(options.limits); // RangeError early
   const changedBytes = changedByteExtents(options);
   const map = ChangedMap.fromByteExtents(
     {
@@ -192,6 +201,7 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
   };
   if (options.chap) targetOpts.chap = options.chap;
   if (options.log) targetOpts.log = options.log;
+  if (options.limits !== undefined) targetOpts.limits = options.limits;
   const target = new IscsiTarget(targetOpts);
   const addr = await target.listen();
   const portalHost = addr.host.includes(':') ? `[${addr.host}]` : addr.host;
@@ -219,6 +229,9 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
     stats: target.stats,
     get sessions() {
       return target.sessionCount;
+    },
+    get connections() {
+      return target.connectionCount;
     },
     dropConnections: () => target.dropConnections(),
     close,
