@@ -14,19 +14,26 @@ export {
 export {
   type AttachTarget,
   type AttachTargetContext,
+  FAKE_OCI_LIMITS,
   type FakeBackup,
   type FakeInstance,
   FakeOciApi,
   type FakeOciApiOptions,
   type FakeOciDelays,
+  type FakeOciLimits,
   type FakeOperation,
   type FakeRequestLog,
   type OciFaultSpec,
   startFakeOciApi,
 } from './server.js';
 export {
+  type HeadVerifyResult,
   parseAuthorization,
+  type SignedBodyChecks,
   type SignedRequest,
+  type SignedRequestHead,
   type VerifyResult,
   verifyOciSignature,
+  verifyOciSignatureBody,
+  verifyOciSignatureHead,
 } from './signature.js';

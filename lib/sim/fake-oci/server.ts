@@ -4,17 +4,41 @@
  * states over time, answers the documented 400/403/404/409 cases for delta volumes, honours
  * opc-retry-token, and injects failures (429/500/…) on demand. Its iSCSI attachments point where
  * the injectable `attachTarget` callback says (a simulator target in end-to-end runs).
+ *
+ * Bounded by design ({@link FakeOciLimits}, defaults in {@link FAKE_OCI_LIMITS}): the signature
+ * headers are checked and the body size is checked from Content-Length before a byte of the body
+ * is read (401 / 413, then the connection is closed without reading the rest); a chunked body is
+ * cut off at the limit while it streams (413); the request log keeps the most recent
+ * `requestLogSize` entries; request heads, whole requests, idle keep-alive sockets and the number
+ * of connections are limited. Deleted volumes stay TERMINATED and detached attachments DETACHED
+ * for `delays.forgetMs`, then are gone (404) and forgotten.
+ *
+ * Errors carry OCI's shape, `{"code": "...", "message": "..."}` with an `opc-request-id` header,
+ * and the codes of OCI's API error list: 400 MissingParameter / InvalidParameter /
+ * CannotParseRequest, 401 NotAuthenticated, 404 NotAuthorizedOrNotFound (unknown resource,
+ * compartment or availability domain) or NotFound (no such operation), 405 MethodNotAllowed,
+ * 409 Conflict / IncorrectState / InvalidatedRetryToken.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  createServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+  STATUS_CODES,
+} from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import {
   type FakeOciCredentials,
   fakeOcid,
   generateFakeCredentials,
   writeOciConfig,
 } from './credentials.js';
-import { verifyOciSignature } from './signature.js';
+import {
+  type HeadVerifyResult,
+  verifyOciSignatureBody,
+  verifyOciSignatureHead,
+} from './signature.js';
 
 export type FakeOperation =
   | 'GetVolumeBackup'
@@ -85,9 +109,50 @@ export interface FakeOciDelays {
   detachMs?: number;
   /** TERMINATING → TERMINATED (default 30 ms). */
   terminateMs?: number;
-  /** TERMINATED resources answer 404 after this long (default 1000 ms). */
+  /**
+   * TERMINATED volumes and DETACHED attachments are still shown (GET, list) for this long, then
+   * answer 404 and are dropped from memory (default 300 000 ms = 5 min).
+   */
   forgetMs?: number;
 }
+
+/** Resource limits of the fake API's HTTP server (see {@link FAKE_OCI_LIMITS} for defaults). */
+export interface FakeOciLimits {
+  /**
+   * Largest request body in bytes. A larger Content-Length is refused with 413 before the body
+   * is read; a chunked body is cut off at this size with 413.
+   */
+  maxBodyBytes?: number;
+  /** Largest request head (request line + headers) in bytes; larger → 431. */
+  maxHeaderBytes?: number;
+  /** Entries kept in `requests` (the most recent ones; older ones are dropped). */
+  requestLogSize?: number;
+  /** Time allowed to receive a request's head, in ms (then 408 and the socket is closed). */
+  headersTimeoutMs?: number;
+  /** Time allowed to receive a whole request, head and body, in ms (then 408). */
+  requestTimeoutMs?: number;
+  /** An idle keep-alive connection is closed after this many ms. */
+  keepAliveTimeoutMs?: number;
+  /** A connection with no traffic at all is closed after this many ms. */
+  idleTimeoutMs?: number;
+  /** Most connections open at once; more are closed as soon as they are accepted. */
+  maxConnections?: number;
+}
+
+/** Default limits of the fake API (documented; `sim serve --oci-api` uses these). */
+export const FAKE_OCI_LIMITS: Readonly<Required<FakeOciLimits>> = Object.freeze({
+  maxBodyBytes: 1 << 20,
+  maxHeaderBytes: 16 << 10,
+  requestLogSize: 1000,
+  headersTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
+  keepAliveTimeoutMs: 5_000,
+  idleTimeoutMs: 30_000,
+  maxConnections: 128,
+});
+
+/** Longest path and retry token kept in a request log entry (longer ones are cut). */
+const LOG_FIELD_MAX = 256;
 
 export interface FakeOciApiOptions {
   /** Port (default 0 = any free port). */
@@ -103,6 +168,8 @@ export interface FakeOciApiOptions {
   allowUnsigned?: boolean;
   region?: string;
   availabilityDomain?: string;
+  /** HTTP server limits; unset fields take {@link FAKE_OCI_LIMITS}. */
+  limits?: FakeOciLimits;
 }
 
 /** A failure injected on demand. */
@@ -121,6 +188,7 @@ export interface OciFaultSpec {
   when?: 'before' | 'after';
 }
 
+/** One entry of the request log (path and retry token cut to 256 characters). */
 export interface FakeRequestLog {
   method: string;
   path: string;
@@ -148,6 +216,15 @@ interface AttachmentRec {
   detachNotified: boolean;
 }
 
+type Route = {
+  op: FakeOperation;
+  run: (
+    body: Record<string, unknown>,
+    q: URLSearchParams,
+    token?: string,
+  ) => Promise<{ status?: number; json?: unknown; headers?: Record<string, string> }>;
+};
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -163,8 +240,12 @@ const DEFAULT_CODES: Record<number, string> = {
   401: 'NotAuthenticated',
   403: 'NotAuthorized',
   404: 'NotAuthorizedOrNotFound',
+  405: 'MethodNotAllowed',
+  408: 'RequestTimeout',
   409: 'Conflict',
+  413: 'PayloadTooLarge',
   429: 'TooManyRequests',
+  431: 'RequestHeaderFieldsTooLarge',
   500: 'InternalServerError',
   503: 'ServiceUnavailable',
 };
@@ -177,7 +258,13 @@ export class FakeOciApi {
   readonly region: string;
   readonly availabilityDomain: string;
   readonly compartmentId: string;
+  readonly limits: Readonly<Required<FakeOciLimits>>;
+  /**
+   * The most recent requests (at most `limits.requestLogSize`, oldest first), signed or not.
+   * Tests may filter it or empty it (`requests.length = 0`).
+   */
   readonly requests: FakeRequestLog[] = [];
+  #requestCount = 0;
   deltaFeatureEnabled: boolean;
   /** Final state a new volume reaches (AVAILABLE, or FAULTY to simulate a failed restore). */
   volumeOutcome: 'AVAILABLE' | 'FAULTY' = 'AVAILABLE';
@@ -189,6 +276,8 @@ export class FakeOciApi {
   readonly #attachments = new Map<string, AttachmentRec>();
   readonly #instances = new Map<string, FakeInstance>();
   readonly #tokens = new Map<string, { hash: string; id: string }>();
+  readonly #compartments = new Set<string>();
+  readonly #availabilityDomains = new Set<string>();
   #faults: Array<OciFaultSpec & { left: number }> = [];
   #server: Server | undefined;
   #port = 0;
@@ -201,14 +290,22 @@ export class FakeOciApi {
       attachMs: 30,
       detachMs: 30,
       terminateMs: 30,
-      forgetMs: 1000,
+      forgetMs: 300_000,
       ...options.delays,
     };
+    this.limits = checkLimits({ ...FAKE_OCI_LIMITS, ...options.limits });
     this.deltaFeatureEnabled = options.deltaFeatureEnabled ?? true;
     this.region = options.region ?? 'us-ashburn-1';
     this.availabilityDomain = options.availabilityDomain ?? 'Uocm:US-ASHBURN-AD-1';
     this.compartmentId = fakeOcid('compartment');
+    this.#compartments.add(this.compartmentId);
+    this.#availabilityDomains.add(this.availabilityDomain);
     this.instance = this.addInstance();
+  }
+
+  /** Requests received since start, including those no longer in `requests`. */
+  get requestCount(): number {
+    return this.#requestCount;
   }
 
   // ---- setup ---------------------------------------------------------------------------------
@@ -216,6 +313,18 @@ export class FakeOciApi {
   /** Trusts a public key for `tenancy/user/fingerprint`. */
   registerKey(creds: Pick<FakeOciCredentials, 'keyId' | 'publicKeyPem'>): void {
     this.#keys.set(creds.keyId, creds.publicKeyPem);
+    // The tenancy is the root compartment.
+    const tenancy = creds.keyId.split('/')[0];
+    if (tenancy) this.#compartments.add(tenancy);
+  }
+
+  /**
+   * Makes a compartment known (requests naming an unknown one get 404 NotAuthorizedOrNotFound).
+   * Instances and backups added with their own compartmentId make it known too.
+   */
+  addCompartment(id: string = fakeOcid('compartment')): string {
+    this.#compartments.add(id);
+    return id;
   }
 
   /** Generates a key pair, trusts it, and (with `dir`) writes an OCI config file for it. */
@@ -235,6 +344,8 @@ export class FakeOciApi {
       ...partial,
     };
     this.#instances.set(inst.id, inst);
+    this.#compartments.add(inst.compartmentId);
+    this.#availabilityDomains.add(inst.availabilityDomain);
     return inst;
   }
 
@@ -256,6 +367,7 @@ export class FakeOciApi {
     };
     if (partial.sizeInMBs === undefined) b.sizeInMBs = b.sizeInGBs * 1024;
     this.#backups.set(b.id, b);
+    this.#compartments.add(b.compartmentId);
     return b;
   }
 
@@ -381,13 +493,27 @@ export class FakeOciApi {
   }
 
   async start(): Promise<this> {
-    const server = createServer((req, res) => {
-      this.handle(req, res).catch((err: unknown) => {
-        if (!res.headersSent)
-          this.sendError(res, 500, 'InternalServerError', String((err as Error)?.message ?? err));
-        else res.destroy();
-      });
-    });
+    const L = this.limits;
+    const server = createServer(
+      {
+        maxHeaderSize: L.maxHeaderBytes,
+        headersTimeout: L.headersTimeoutMs,
+        requestTimeout: L.requestTimeoutMs,
+        // How often Node checks the two timeouts above (its default, 30 s, would let a slow
+        // client hold a socket up to 30 s past them).
+        connectionsCheckingInterval: Math.max(50, Math.min(1000, L.headersTimeoutMs / 2)),
+      },
+      (req, res) => this.dispatch(req, res, false),
+    );
+    server.keepAliveTimeout = L.keepAliveTimeoutMs;
+    server.maxConnections = L.maxConnections;
+    // No 'timeout' listener: Node destroys a socket idle for this long.
+    server.setTimeout(L.idleTimeoutMs);
+    // Expect: 100-continue: the signature and the size are checked before "100 Continue" is sent.
+    server.on('checkContinue', (req, res) => this.dispatch(req, res, true));
+    server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+      this.onClientError(err, socket),
+    );
     this.#server = server;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -416,35 +542,114 @@ export class FakeOciApi {
 
   // ---- request handling ----------------------------------------------------------------------
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = Buffer.concat(chunks);
+  private dispatch(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
+    this.handle(req, res, expectContinue).catch((err: unknown) => {
+      if (!res.headersSent) {
+        res.writeHead(500, {
+          'content-type': 'application/json',
+          'opc-request-id': requestId(),
+          ...(req.complete ? {} : { connection: 'close' }),
+        });
+        res.end(
+          JSON.stringify({
+            code: 'InternalServerError',
+            message: String((err as Error)?.message ?? err),
+          }),
+        );
+      } else res.destroy();
+    });
+  }
+
+  /** A request Node's parser refused (head too large, timeout, bad framing): OCI's error shape. */
+  private onClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+    const inFlight = (socket as Socket & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+    if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const status =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? 431
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? 408
+          : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW'
+            ? 413
+            : 400;
+    const code = status === 400 ? 'CannotParseRequest' : (DEFAULT_CODES[status] as string);
+    const message =
+      status === 431
+        ? `the request head exceeds ${this.limits.maxHeaderBytes} bytes`
+        : status === 408
+          ? `the request was not received within the server's time limit (head ${this.limits.headersTimeoutMs} ms, whole request ${this.limits.requestTimeoutMs} ms)`
+          : `the request cannot be parsed (${err.code ?? 'error'})`;
+    const payload = JSON.stringify({ code, message });
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(payload)}\r\nopc-request-id: ${requestId()}\r\n` +
+        `connection: close\r\n\r\n${payload}`,
+      () => socket.destroy(),
+    );
+  }
+
+  /** Appends to the bounded request log (copies of the fields, cut to LOG_FIELD_MAX). */
+  private logRequest(method: string, path: string, token: unknown): FakeRequestLog {
+    const entry: FakeRequestLog = {
+      method: ownCopy(method),
+      path: ownCopy(path),
+      operation: 'unknown',
+      status: 0,
+    };
+    if (typeof token === 'string') entry.retryToken = ownCopy(token);
+    this.#requestCount += 1;
+    const log = this.requests;
+    log.push(entry);
+    const over = log.length - this.limits.requestLogSize;
+    if (over > 0) log.splice(0, over);
+    return entry;
+  }
+
+  private async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    expectContinue: boolean,
+  ): Promise<void> {
     const method = (req.method ?? 'GET').toUpperCase();
     const rawUrl = req.url ?? '/';
-    const url = new URL(rawUrl, 'http://127.0.0.1');
-    const log: FakeRequestLog = { method, path: url.pathname, operation: 'unknown', status: 0 };
     const token = req.headers['opc-retry-token'];
-    if (typeof token === 'string') log.retryToken = token;
-    this.requests.push(log);
+    // Whether a body follows the head, and whether it has been read: a reply sent before the
+    // body was read closes the connection, so the rest of the body is never read.
+    const contentLength = req.headers['content-length'];
+    let bodyRead =
+      req.headers['transfer-encoding'] === undefined && Number(contentLength ?? 0) === 0;
+    let url: URL | undefined;
+    try {
+      url = new URL(`http://127.0.0.1${rawUrl.startsWith('/') ? '' : '/'}${rawUrl}`);
+    } catch {
+      url = undefined;
+    }
+    const log = this.logRequest(method, url?.pathname ?? rawUrl, token);
     const reply = (status: number, json?: unknown, headers: Record<string, string> = {}) => {
       log.status = status;
       const payload = json === undefined ? '' : JSON.stringify(json);
       res.writeHead(status, {
-        'opc-request-id': randomUUID().replace(/-/g, '').toUpperCase(),
+        'opc-request-id': requestId(),
         ...(payload ? { 'content-type': 'application/json' } : {}),
+        ...(bodyRead ? {} : { connection: 'close' }),
         ...headers,
       });
       res.end(payload);
     };
+    const fail = (status: number, code: string, message: string) =>
+      reply(status, { code, message });
+    if (!url) {
+      fail(400, 'CannotParseRequest', 'the request target is not a valid URL');
+      return;
+    }
 
     if (url.pathname === '/opc/v2/instance' || url.pathname === '/opc/v2/instance/') {
       log.operation = 'InstanceMetadata';
       if (req.headers.authorization !== 'Bearer Oracle') {
-        reply(401, {
-          code: 'NotAuthenticated',
-          message: 'IMDS v2 needs the header Authorization: Bearer Oracle',
-        });
+        fail(401, 'NotAuthenticated', 'IMDS v2 needs the header Authorization: Bearer Oracle');
         return;
       }
       const i = this.instance;
@@ -461,30 +666,70 @@ export class FakeOciApi {
     }
 
     if (!url.pathname.startsWith(`${API}/`)) {
-      reply(404, { code: 'NotFound', message: `no route ${url.pathname}` });
+      fail(404, 'NotFound', 'there is no operation at this URI path');
       return;
     }
     const path = url.pathname.slice(API.length);
-    const route = this.route(method, path);
+    const found = this.route(method, path);
+    const route = found.route;
     log.operation = route?.op ?? 'unknown';
 
+    // 1. The signature, from the headers alone: an unsigned or badly signed request is refused
+    //    before a byte of its body is read.
+    let head: HeadVerifyResult | undefined;
     if (!this.options.allowUnsigned) {
-      const v = verifyOciSignature({ method, url: rawUrl, headers: req.headers, body }, (k) =>
+      head = verifyOciSignatureHead({ method, url: rawUrl, headers: req.headers }, (k) =>
         this.#keys.get(k),
       );
-      if (!v.ok) {
-        reply(401, {
-          code: 'NotAuthenticated',
-          message: `The required information to complete authentication was not provided or was incorrect: ${v.reason}`,
-        });
+      if (!head.ok) {
+        fail(
+          401,
+          'NotAuthenticated',
+          `The required information to complete authentication was not provided or was incorrect: ${head.reason}`,
+        );
         return;
       }
     }
+    // 2. The size, from Content-Length, still before reading.
+    const max = this.limits.maxBodyBytes;
+    if (Number(contentLength ?? 0) > max) {
+      fail(413, 'PayloadTooLarge', `the request body exceeds ${max} bytes`);
+      return;
+    }
+    // 3. The body, cut off at the limit when it is chunked.
+    let body = EMPTY;
+    if (!bodyRead) {
+      if (expectContinue) res.writeContinue();
+      const got = await readBody(req, max);
+      if (got === 'aborted') {
+        log.status = -1;
+        res.destroy();
+        return;
+      }
+      if (got === 'too-large') {
+        fail(413, 'PayloadTooLarge', `the request body exceeds ${max} bytes`);
+        return;
+      }
+      body = got;
+      bodyRead = true;
+    }
+    // 4. The body against its signed digest and length.
+    if (head?.ok) {
+      const v = verifyOciSignatureBody(head, body);
+      if (!v.ok) {
+        fail(
+          401,
+          'NotAuthenticated',
+          `The required information to complete authentication was not provided or was incorrect: ${v.reason}`,
+        );
+        return;
+      }
+    }
+    this.forget();
     if (!route) {
-      reply(404, {
-        code: 'NotAuthorizedOrNotFound',
-        message: `${method} ${path} is not served by the fake API`,
-      });
+      if (found.otherMethods)
+        fail(405, 'MethodNotAllowed', `${method} is not supported on ${path}`);
+      else fail(404, 'NotFound', `there is no operation for ${method} ${path}`);
       return;
     }
     const fault = this.takeFault(route.op, method, path);
@@ -497,12 +742,18 @@ export class FakeOciApi {
     }
     let parsed: Record<string, unknown> = {};
     if (body.length > 0) {
+      let value: unknown;
       try {
-        parsed = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
+        value = JSON.parse(body.toString('utf8'));
       } catch {
-        reply(400, { code: 'CannotParseRequest', message: 'body is not JSON' });
+        fail(400, 'CannotParseRequest', 'the request body is not valid JSON');
         return;
       }
+      if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+        fail(400, 'CannotParseRequest', 'the request body must be a JSON object');
+        return;
+      }
+      parsed = value as Record<string, unknown>;
     }
     try {
       const out = await route.run(
@@ -519,9 +770,23 @@ export class FakeOciApi {
       }
       reply(out.status ?? 200, out.json, out.headers);
     } catch (err) {
-      if (err instanceof HttpError) reply(err.status, { code: err.code, message: err.message });
+      if (err instanceof HttpError) fail(err.status, err.code, err.message);
       else throw err;
     }
+  }
+
+  /** Drops volumes TERMINATED and attachments DETACHED for longer than `forgetMs`. */
+  private forget(now = Date.now()): void {
+    const gone = (t: Timeline, final: string) => {
+      const last = t[t.length - 1] as [number, string];
+      return last[1] === final && now >= last[0] + this.delays.forgetMs;
+    };
+    for (const [id, v] of this.#volumes)
+      if (gone(v.timeline, 'TERMINATED')) this.#volumes.delete(id);
+    for (const [id, a] of this.#attachments)
+      if (gone(a.timeline, 'DETACHED')) this.#attachments.delete(id);
+    for (const [k, t] of this.#tokens)
+      if (!this.#volumes.has(t.id) && !this.#attachments.has(t.id)) this.#tokens.delete(k);
   }
 
   private takeFault(op: FakeOperation, method: string, path: string): OciFaultSpec | undefined {
@@ -539,38 +804,37 @@ export class FakeOciApi {
     return f;
   }
 
-  private sendError(res: ServerResponse, status: number, code: string, message: string): void {
-    res.writeHead(status, { 'content-type': 'application/json', 'opc-request-id': randomUUID() });
-    res.end(JSON.stringify({ code, message }));
+  /** The operation for a method and path, and whether the path exists with other methods. */
+  private route(method: string, path: string): { route?: Route; otherMethods: boolean } {
+    let seg: string[];
+    try {
+      seg = path.split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      return { otherMethods: false };
+    }
+    const [a, id, extra] = seg;
+    if (extra !== undefined) return { otherMethods: false };
+    const resource = `${a}${id !== undefined ? '/:id' : ''}`;
+    const route = this.operation(`${method} ${resource}`, id as string);
+    if (route) return { route, otherMethods: false };
+    return {
+      otherMethods: ['GET', 'POST', 'DELETE'].some(
+        (m) => m !== method && this.operation(`${m} ${resource}`, id as string) !== undefined,
+      ),
+    };
   }
 
-  private route(
-    method: string,
-    path: string,
-  ):
-    | {
-        op: FakeOperation;
-        run: (
-          body: Record<string, unknown>,
-          q: URLSearchParams,
-          token?: string,
-        ) => Promise<{ status?: number; json?: unknown; headers?: Record<string, string> }>;
-      }
-    | undefined {
-    const seg = path.split('/').filter(Boolean).map(decodeURIComponent);
-    const [a, id, extra] = seg;
-    if (extra !== undefined) return undefined;
-    const one = id !== undefined;
-    switch (`${method} ${a}${one ? '/:id' : ''}`) {
+  private operation(key: string, id: string): Route | undefined {
+    switch (key) {
       case 'GET volumeBackups/:id':
         return {
           op: 'GetVolumeBackup',
-          run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'block')) }),
+          run: async () => ({ json: this.backupJson(this.getBackup(id, 'block')) }),
         };
       case 'GET bootVolumeBackups/:id':
         return {
           op: 'GetBootVolumeBackup',
-          run: async () => ({ json: this.backupJson(this.getBackup(id as string, 'boot')) }),
+          run: async () => ({ json: this.backupJson(this.getBackup(id, 'boot')) }),
         };
       case 'GET volumeBackups':
         return { op: 'ListVolumeBackups', run: async (_b, q) => this.listBackups('block', q) };
@@ -583,17 +847,17 @@ export class FakeOciApi {
       case 'GET volumes/:id':
         return {
           op: 'GetVolume',
-          run: async () => ({ json: this.liveVolumeJson(id as string, 'block') }),
+          run: async () => ({ json: this.liveVolumeJson(id, 'block') }),
         };
       case 'GET bootVolumes/:id':
         return {
           op: 'GetBootVolume',
-          run: async () => ({ json: this.liveVolumeJson(id as string, 'boot') }),
+          run: async () => ({ json: this.liveVolumeJson(id, 'boot') }),
         };
       case 'DELETE volumes/:id':
-        return { op: 'DeleteVolume', run: async () => this.deleteVolume(id as string, 'block') };
+        return { op: 'DeleteVolume', run: async () => this.deleteVolume(id, 'block') };
       case 'DELETE bootVolumes/:id':
-        return { op: 'DeleteBootVolume', run: async () => this.deleteVolume(id as string, 'boot') };
+        return { op: 'DeleteBootVolume', run: async () => this.deleteVolume(id, 'boot') };
       case 'GET volumes':
         return { op: 'ListVolumes', run: async (_b, q) => this.listVolumes('block', q) };
       case 'GET bootVolumes':
@@ -603,17 +867,17 @@ export class FakeOciApi {
       case 'GET volumeAttachments/:id':
         return {
           op: 'GetVolumeAttachment',
-          run: async () => ({ json: this.attachmentJson(this.getAttachment(id as string)) }),
+          run: async () => ({ json: this.attachmentJson(this.getAttachment(id)) }),
         };
       case 'DELETE volumeAttachments/:id':
-        return { op: 'DetachVolume', run: async () => this.detach(id as string) };
+        return { op: 'DetachVolume', run: async () => this.detach(id) };
       case 'GET volumeAttachments':
         return { op: 'ListVolumeAttachments', run: async (_b, q) => this.listAttachments(q) };
       case 'GET instances/:id':
         return {
           op: 'GetInstance',
           run: async () => {
-            const i = this.#instances.get(id as string);
+            const i = this.#instances.get(id);
             if (!i) throw notFound(`instance ${id}`);
             return {
               json: {
@@ -628,6 +892,13 @@ export class FakeOciApi {
       default:
         return undefined;
     }
+  }
+
+  /** The compartmentId query parameter: 400 MissingParameter when absent, 404 when unknown. */
+  private compartmentParam(q: URLSearchParams): string {
+    const cid = requireParam(q, 'compartmentId');
+    if (!this.#compartments.has(cid)) throw notFound(`compartment ${cid}`);
+    return cid;
   }
 
   // ---- backups -------------------------------------------------------------------------------
@@ -658,7 +929,7 @@ export class FakeOciApi {
   }
 
   private listBackups(kind: 'block' | 'boot', q: URLSearchParams) {
-    const cid = requireParam(q, 'compartmentId');
+    const cid = this.compartmentParam(q);
     const vid = q.get(kind === 'block' ? 'volumeId' : 'bootVolumeId');
     const items = [...this.#backups.values()].filter(
       (b) => b.kind === kind && b.compartmentId === cid && (!vid || b.volumeId === vid),
@@ -686,36 +957,44 @@ export class FakeOciApi {
             'InvalidatedRetryToken',
             'the retry token was used with a different request',
           );
+        const v = this.#volumes.get(seen.id);
+        if (!v || v.timeline.some(([, st]) => st === 'TERMINATING'))
+          throw new HttpError(
+            409,
+            'InvalidatedRetryToken',
+            'the volume created with this retry token has since been deleted; use a new token',
+          );
         return { json: this.liveVolumeJson(seen.id, kind), headers: { etag: seen.id } };
       }
     }
-    const compartmentId = body.compartmentId;
-    if (typeof compartmentId !== 'string')
-      throw new HttpError(400, 'MissingParameter', 'compartmentId is required');
-    if (typeof body.availabilityDomain !== 'string')
-      throw new HttpError(400, 'MissingParameter', 'availabilityDomain is required');
-    const src = body.sourceDetails as Record<string, unknown> | undefined;
+    // 400 MissingParameter, then 400 InvalidParameter, then 404 for what does not exist.
+    const compartmentId = requiredString(body, 'compartmentId');
+    const availabilityDomain = requiredString(body, 'availabilityDomain');
+    const src = required(body, 'sourceDetails');
+    if (typeof src !== 'object' || Array.isArray(src))
+      throw invalid('sourceDetails must be an object');
+    const source = src as Record<string, unknown>;
+    const type = requiredString(source, 'type', 'sourceDetails.type');
     const expectType = kind === 'block' ? 'volumeBackupDelta' : 'bootVolumeBackupDelta';
-    if (!src || src.type !== expectType) {
-      throw new HttpError(
-        400,
-        'InvalidParameter',
+    if (type !== expectType) {
+      throw invalid(
         `the fake API only creates delta volumes: sourceDetails.type must be ${expectType} (bad type value)`,
       );
     }
-    const { firstBackupId, secondBackupId } = src;
-    const cbs = src.changeBlockSizeInBytes ?? 4096;
+    const firstBackupId = requiredString(source, 'firstBackupId', 'sourceDetails.firstBackupId');
+    const secondBackupId = requiredString(source, 'secondBackupId', 'sourceDetails.secondBackupId');
+    const cbs = source.changeBlockSizeInBytes ?? 4096;
     const backupType = kind === 'block' ? 'volumebackup' : 'bootvolumebackup';
-    for (const idv of [firstBackupId, secondBackupId]) {
-      if (
-        typeof idv !== 'string' ||
-        !new RegExp(`^ocid1\\.${backupType}\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$`).test(idv)
-      ) {
-        throw new HttpError(400, 'InvalidParameter', `malformed backup OCID ${String(idv)}`);
-      }
+    const ocid = new RegExp(`^ocid1\\.${backupType}\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$`);
+    for (const [name, idv] of [
+      ['firstBackupId', firstBackupId],
+      ['secondBackupId', secondBackupId],
+    ] as const) {
+      if (!ocid.test(idv))
+        throw invalid(`sourceDetails.${name}: malformed ${backupType} OCID ${JSON.stringify(idv)}`);
     }
     if (firstBackupId === secondBackupId)
-      throw new HttpError(400, 'InvalidParameter', 'firstBackupId and secondBackupId are the same');
+      throw invalid('firstBackupId and secondBackupId are the same');
     if (
       typeof cbs !== 'number' ||
       !Number.isInteger(cbs) ||
@@ -723,12 +1002,35 @@ export class FakeOciApi {
       cbs > 1048576 ||
       (cbs & (cbs - 1)) !== 0
     ) {
-      throw new HttpError(
-        400,
-        'InvalidParameter',
-        'changeBlockSizeInBytes must be a power of two from 4096 to 1048576',
+      throw invalid('changeBlockSizeInBytes must be a power of two from 4096 to 1048576');
+    }
+    optional(body, 'displayName', 'string');
+    optional(body, 'freeformTags', 'tags');
+    optional(body, 'definedTags', 'object');
+    optional(body, 'kmsKeyId', 'string');
+    optional(body, 'backupPolicyId', 'string');
+    optional(body, 'isAutoTuneEnabled', 'boolean');
+    const vpus = body.vpusPerGB;
+    if (
+      vpus !== undefined &&
+      (typeof vpus !== 'number' ||
+        !Number.isInteger(vpus) ||
+        vpus < 0 ||
+        vpus > 120 ||
+        vpus % 10 !== 0)
+    ) {
+      throw invalid(
+        `vpusPerGB ${JSON.stringify(vpus)} is not a performance level: 0 (Lower Cost), 10 (Balanced), 20 (Higher Performance) or 30 to 120 in steps of 10 (Ultra High Performance)`,
       );
     }
+    for (const n of ['sizeInGBs', 'sizeInMBs'] as const) {
+      const v = body[n];
+      if (v !== undefined && (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0))
+        throw invalid(`${n} must be a positive integer`);
+    }
+    if (!this.#compartments.has(compartmentId)) throw notFound(`compartment ${compartmentId}`);
+    if (!this.#availabilityDomains.has(availabilityDomain))
+      throw notFound(`availability domain ${availabilityDomain}`);
     if (!this.deltaFeatureEnabled)
       throw new HttpError(
         404,
@@ -741,8 +1043,8 @@ export class FakeOciApi {
         'NotAuthorizedOrNotFound',
         'delta volumes cannot use the Lower Cost performance level',
       );
-    const first = this.#backups.get(firstBackupId as string);
-    const second = this.#backups.get(secondBackupId as string);
+    const first = this.#backups.get(firstBackupId);
+    const second = this.#backups.get(secondBackupId);
     if (!first || first.kind !== kind) throw notFound(`backup ${firstBackupId}`);
     if (!second || second.kind !== kind) throw notFound(`backup ${secondBackupId}`);
     if (first.lifecycleState !== 'AVAILABLE' || second.lifecycleState !== 'AVAILABLE') {
@@ -837,7 +1139,7 @@ export class FakeOciApi {
   }
 
   private listVolumes(kind: 'block' | 'boot', q: URLSearchParams) {
-    const cid = requireParam(q, 'compartmentId');
+    const cid = this.compartmentParam(q);
     const now = Date.now();
     const items = [...this.#volumes.values()]
       .filter((v) => v.kind === kind && v.json.compartmentId === cid)
@@ -862,28 +1164,34 @@ export class FakeOciApi {
             'InvalidatedRetryToken',
             'the retry token was used with a different request',
           );
-        return { json: this.attachmentJson(this.getAttachment(seen.id)) };
+        const a = this.#attachments.get(seen.id);
+        if (!a || a.timeline.some(([, st]) => st === 'DETACHING'))
+          throw new HttpError(
+            409,
+            'InvalidatedRetryToken',
+            'the attachment created with this retry token has since been detached; use a new token',
+          );
+        return { json: this.attachmentJson(a) };
       }
     }
-    if (body.type !== 'iscsi')
-      throw new HttpError(400, 'InvalidParameter', 'delta volumes can only be attached as iscsi');
-    const instanceId = body.instanceId;
-    const volumeId = body.volumeId;
-    if (typeof instanceId !== 'string' || !this.#instances.has(instanceId))
-      throw notFound(`instance ${String(instanceId)}`);
-    const v = this.#volumes.get(volumeId as string);
-    if (!v) throw notFound(`volume ${String(volumeId)}`);
+    const type = requiredString(body, 'type');
+    const instanceId = requiredString(body, 'instanceId');
+    const volumeId = requiredString(body, 'volumeId');
+    if (type !== 'iscsi') throw invalid('delta volumes can only be attached as iscsi');
+    optional(body, 'displayName', 'string');
+    optional(body, 'isReadOnly', 'boolean');
+    optional(body, 'isShareable', 'boolean');
+    optional(body, 'useChap', 'boolean');
+    optional(body, 'device', 'string');
+    if (!this.#instances.has(instanceId)) throw notFound(`instance ${instanceId}`);
+    const v = this.#volumes.get(volumeId);
+    if (!v) throw notFound(`volume ${volumeId}`);
     if (stateAt(v.timeline) !== 'AVAILABLE')
-      throw new HttpError(
-        409,
-        'IncorrectState',
-        `volume ${String(volumeId)} is ${stateAt(v.timeline)}`,
-      );
+      throw new HttpError(409, 'IncorrectState', `volume ${volumeId} is ${stateAt(v.timeline)}`);
     const live = [...this.#attachments.values()].some(
       (a) => a.json.volumeId === volumeId && stateAt(a.timeline) !== 'DETACHED',
     );
-    if (live)
-      throw new HttpError(409, 'Conflict', `volume ${String(volumeId)} is already attached`);
+    if (live) throw new HttpError(409, 'Conflict', `volume ${volumeId} is already attached`);
     const a = await this.makeAttachment(
       v,
       instanceId,
@@ -980,7 +1288,7 @@ export class FakeOciApi {
   }
 
   private listAttachments(q: URLSearchParams) {
-    const cid = requireParam(q, 'compartmentId');
+    const cid = this.compartmentParam(q);
     const vid = q.get('volumeId');
     const iid = q.get('instanceId');
     const items = [...this.#attachments.values()]
@@ -993,6 +1301,67 @@ export class FakeOciApi {
       .map((a) => this.attachmentJson(a));
     return page(items, q);
   }
+}
+
+const EMPTY: Buffer = Buffer.alloc(0);
+
+function requestId(): string {
+  return randomUUID().replace(/-/g, '').toUpperCase();
+}
+
+/**
+ * A fresh copy of at most LOG_FIELD_MAX characters: a slice would keep the whole parent string
+ * (a request's 16 KiB URL) alive as long as the log entry.
+ */
+function ownCopy(s: string): string {
+  const cut = s.length > LOG_FIELD_MAX ? `${s.slice(0, LOG_FIELD_MAX)}…` : s;
+  return Buffer.from(cut, 'utf8').toString('utf8');
+}
+
+function checkLimits(l: Required<FakeOciLimits>): Required<FakeOciLimits> {
+  for (const [k, v] of Object.entries(l)) {
+    if (!Number.isSafeInteger(v) || v < 1)
+      throw new RangeError(`limits.${k} must be a positive integer; got ${String(v)}`);
+  }
+  if (l.headersTimeoutMs > l.requestTimeoutMs)
+    throw new RangeError('limits.headersTimeoutMs must not exceed limits.requestTimeoutMs');
+  return l;
+}
+
+/**
+ * Reads a request body of at most `limit` bytes. Stops reading (and drops what it has) as soon as
+ * more arrives; 'aborted' when the client went away first.
+ */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (v: Buffer | 'too-large' | 'aborted') => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onAbort);
+      req.off('close', onClose);
+      if (v === 'too-large') {
+        chunks.length = 0;
+        req.pause();
+      }
+      resolve(v);
+    };
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) done('too-large');
+      else chunks.push(c);
+    };
+    const onEnd = () => done(Buffer.concat(chunks, size));
+    const onAbort = () => done('aborted');
+    const onClose = () => {
+      if (!req.complete) done('aborted');
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onAbort);
+    req.on('close', onClose);
+  });
 }
 
 function stateAt(timeline: Timeline, now = Date.now()): string {
@@ -1009,6 +1378,46 @@ function notFound(what: string): HttpError {
   );
 }
 
+function invalid(message: string): HttpError {
+  return new HttpError(400, 'InvalidParameter', message);
+}
+
+/** A required body field: 400 MissingParameter when absent (undefined or null). */
+function required(obj: Record<string, unknown>, name: string, label = name): unknown {
+  const v = obj[name];
+  if (v === undefined || v === null)
+    throw new HttpError(400, 'MissingParameter', `${label} is required`);
+  return v;
+}
+
+/** A required string field: MissingParameter when absent, InvalidParameter when not a string. */
+function requiredString(obj: Record<string, unknown>, name: string, label = name): string {
+  const v = required(obj, name, label);
+  if (typeof v !== 'string' || v === '') throw invalid(`${label} must be a non-empty string`);
+  return v;
+}
+
+/** An optional field of the given type (tags: an object of string values): else InvalidParameter. */
+function optional(
+  obj: Record<string, unknown>,
+  name: string,
+  type: 'string' | 'boolean' | 'object' | 'tags',
+): void {
+  const v = obj[name];
+  if (v === undefined) return;
+  const isObject = v !== null && typeof v === 'object' && !Array.isArray(v);
+  const ok =
+    type === 'tags'
+      ? isObject && Object.values(v as object).every((x) => typeof x === 'string')
+      : type === 'object'
+        ? isObject
+        : typeof v === type;
+  if (!ok)
+    throw invalid(
+      `${name} must be ${type === 'tags' ? 'an object of string values' : type === 'object' ? 'an object' : `a ${type}`}`,
+    );
+}
+
 function requireParam(q: URLSearchParams, name: string): string {
   const v = q.get(name);
   if (!v) throw new HttpError(400, 'MissingParameter', `query parameter ${name} is required`);
@@ -1020,8 +1429,14 @@ function page(
   items: unknown[],
   q: URLSearchParams,
 ): { json: unknown[]; headers: Record<string, string> } {
-  const limit = Math.max(1, Math.min(1000, Number(q.get('limit') ?? 100) || 100));
-  const start = Number(q.get('page') ?? 0) || 0;
+  const rawLimit = q.get('limit');
+  const limit = rawLimit === null ? 100 : Number(rawLimit);
+  if (rawLimit !== null && (!/^\d{1,4}$/.test(rawLimit) || limit < 1 || limit > 1000))
+    throw invalid(`limit must be an integer from 1 to 1000; got ${JSON.stringify(rawLimit)}`);
+  const rawPage = q.get('page');
+  if (rawPage !== null && !/^\d{1,9}$/.test(rawPage))
+    throw invalid(`page ${JSON.stringify(rawPage)} is not a page token this API handed out`);
+  const start = rawPage === null ? 0 : Number(rawPage);
   const slice = items.slice(start, start + limit);
   const headers: Record<string, string> = {};
   if (start + limit < items.length) headers['opc-next-page'] = String(start + limit);

@@ -4,19 +4,39 @@
  * algorithm="rsa-sha256",headers="…",signature="…"`. Requires `(request-target)`, `host` and
  * `date` or `x-date` to be signed; for POST/PUT/PATCH also `x-content-sha256`, `content-length`,
  * `content-type`, and checks them against the body received. Rejects clock skew above 5 minutes.
+ *
+ * In two steps, so that a server never reads a body it will refuse: {@link verifyOciSignatureHead}
+ * checks everything the headers alone decide (the RSA signature covers only headers), then
+ * {@link verifyOciSignatureBody} checks the body against the signed `x-content-sha256` and
+ * `content-length`. {@link verifyOciSignature} does both.
  */
 import { createHash, verify } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 
-export interface SignedRequest {
+export interface SignedRequestHead {
   method: string;
   /** Raw path and query as received. */
   url: string;
   headers: IncomingHttpHeaders;
+}
+
+export interface SignedRequest extends SignedRequestHead {
   body: Buffer;
 }
 
 export type VerifyResult = { ok: true; keyId: string } | { ok: false; reason: string };
+
+/** What the body must match once it has been read (from the signed headers). */
+export interface SignedBodyChecks {
+  /** base64 SHA-256 of the body, when `x-content-sha256` is signed. */
+  sha256?: string;
+  /** Byte length of the body, when `content-length` is signed. */
+  contentLength?: number;
+}
+
+export type HeadVerifyResult =
+  | { ok: true; keyId: string; body: SignedBodyChecks }
+  | { ok: false; reason: string };
 
 const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH']);
 
@@ -34,12 +54,16 @@ export function parseAuthorization(value: string | undefined): Record<string, st
   return params;
 }
 
-export function verifyOciSignature(
-  req: SignedRequest,
+/**
+ * Everything the request's headers decide: the Authorization parameters, the signed header list,
+ * the date, the key and the RSA signature. Reads no body.
+ */
+export function verifyOciSignatureHead(
+  req: SignedRequestHead,
   publicKeyFor: (keyId: string) => string | undefined,
   now = Date.now(),
   maxSkewMs = 5 * 60_000,
-): VerifyResult {
+): HeadVerifyResult {
   const p = parseAuthorization(header(req.headers, 'authorization'));
   if (!p) return { ok: false, reason: 'missing or non-Signature Authorization header' };
   const { keyId, algorithm, headers: names, signature } = p;
@@ -71,16 +95,13 @@ export function verifyOciSignature(
     if (v === undefined) return { ok: false, reason: `signed header ${n} is absent` };
     lines.push(`${n}: ${v}`);
   }
-  if (list.includes('x-content-sha256')) {
-    const sha = createHash('sha256').update(req.body).digest('base64');
-    if (header(req.headers, 'x-content-sha256') !== sha)
-      return { ok: false, reason: 'x-content-sha256 does not match the body' };
-  }
-  if (
-    list.includes('content-length') &&
-    Number(header(req.headers, 'content-length')) !== req.body.length
-  ) {
-    return { ok: false, reason: 'content-length does not match the body' };
+  const body: SignedBodyChecks = {};
+  if (list.includes('x-content-sha256'))
+    body.sha256 = header(req.headers, 'x-content-sha256') as string;
+  if (list.includes('content-length')) {
+    const raw = header(req.headers, 'content-length') as string;
+    if (!/^\d{1,15}$/.test(raw)) return { ok: false, reason: 'content-length is not a number' };
+    body.contentLength = Number(raw);
   }
   const pem = publicKeyFor(keyId);
   if (!pem) return { ok: false, reason: `unknown keyId ${keyId}` };
@@ -95,5 +116,32 @@ export function verifyOciSignature(
   } catch {
     good = false;
   }
-  return good ? { ok: true, keyId } : { ok: false, reason: 'signature does not verify' };
+  return good ? { ok: true, keyId, body } : { ok: false, reason: 'signature does not verify' };
+}
+
+/** The body received against what the verified headers promised. */
+export function verifyOciSignatureBody(
+  head: Extract<HeadVerifyResult, { ok: true }>,
+  body: Buffer,
+): VerifyResult {
+  if (
+    head.body.sha256 !== undefined &&
+    createHash('sha256').update(body).digest('base64') !== head.body.sha256
+  ) {
+    return { ok: false, reason: 'x-content-sha256 does not match the body' };
+  }
+  if (head.body.contentLength !== undefined && head.body.contentLength !== body.length)
+    return { ok: false, reason: 'content-length does not match the body' };
+  return { ok: true, keyId: head.keyId };
+}
+
+/** Both steps, for a request whose body is already at hand. */
+export function verifyOciSignature(
+  req: SignedRequest,
+  publicKeyFor: (keyId: string) => string | undefined,
+  now = Date.now(),
+  maxSkewMs = 5 * 60_000,
+): VerifyResult {
+  const head = verifyOciSignatureHead(req, publicKeyFor, now, maxSkewMs);
+  return head.ok ? verifyOciSignatureBody(head, req.body) : head;
 }
