@@ -171,15 +171,29 @@ describe('abort', () => {
   });
 
   it('while waiting for AVAILABLE: rejects with AbortError and cleans up', async () => {
+    // The abort fires once the fake API has answered a GET of the volume, which stays
+    // PROVISIONING for 300 ms (the wait is under way; the cleanup's delete is then accepted once it
+    // is AVAILABLE, as OCI refuses to delete a PROVISIONING volume).
     h = await makeHarness({ delays: { provisionMs: 300 } });
     const { first, second } = h.api.seedBackupPair();
     const ac = new AbortController();
+    const polled = (volumeId: string) =>
+      h.api.requests.some(
+        (r) => r.method === 'GET' && r.path.endsWith(`/volumes/${volumeId}`) && r.status === 200,
+      );
+    const abortOnceTrue = (cond: () => boolean): void => {
+      if (cond()) ac.abort();
+      else setTimeout(abortOnceTrue, 1, cond);
+    };
     const p = h.provisioner.provision({
       firstBackupId: first.id,
       secondBackupId: second.id,
       signal: ac.signal,
       onProgress: (e) => {
-        if (e.step === 'wait-available' && e.phase === 'start') setTimeout(() => ac.abort(), 30);
+        if (e.step === 'wait-available' && e.phase === 'start') {
+          const volumeId = e.detail!;
+          abortOnceTrue(() => polled(volumeId));
+        }
       },
     });
     const err = await p.catch((e: unknown) => e);
@@ -198,8 +212,9 @@ describe('abort', () => {
         firstBackupId: first.id,
         secondBackupId: second.id,
         signal: ac.signal,
+        // The disk never appears (noDevice): only the abort, on the step's start, ends the wait.
         onProgress: (e) => {
-          if (e.step === 'device' && e.phase === 'start') setTimeout(() => ac.abort(), 50);
+          if (e.step === 'device' && e.phase === 'start') ac.abort();
         },
       })
       .catch((e: unknown) => e);
@@ -217,10 +232,11 @@ describe('abort', () => {
       { firstBackupId: first.id, secondBackupId: second.id, signal: ac.signal },
       async (vol, signal) => {
         sawDevice = vol.devicePath;
-        setTimeout(() => ac.abort(), 20);
-        await new Promise((_, reject) =>
+        const aborted = new Promise((_, reject) =>
           signal.addEventListener('abort', () => reject(signal.reason)),
         );
+        ac.abort();
+        await aborted;
       },
     ).catch((e: unknown) => e);
     expect(sawDevice).toMatch(/^\/dev\/sd/);
