@@ -12,11 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openDevice, scanBatches } from '../../../lib/index.js';
 import { OciDeltaVolumeProvisioner } from '../../../lib/oci/provisioner.js';
 import { SimulatorProvisioner } from '../../../lib/provision/sim.js';
-import type { BlockExtent } from '../../../lib/sim/changed-map.js';
 import {
   type OciSimulation,
   startOciSimulation,
 } from '../../../lib/sim/fake-oci/oci-simulation.js';
+import { expectedDelta, randomRanges } from '../../support/oracle.js';
 import { ociConnectionArgs } from '../sim/attach.js';
 import { scenario } from '../support/index.js';
 
@@ -68,7 +68,10 @@ function hostTraces(iqn: string): string[] {
 
 describe('oci delta end to end (fake OCI API + simulator + kernel initiator)', () => {
   let sim: OciSimulation;
-  const changed = { random: 40, seed: 424242, maxExtentChangeBlocks: 3, deallocatedRatio: 0.25 };
+  // The test's own changed bytes (any offset, some changed to zeros); expectations come from
+  // test/support/oracle.ts's change-block bitmap, never from lib/sim.
+  const changed = randomRanges(424242, 40, 64 << 20, 3 * 4096, 0.25);
+  const geometry = { sizeBytes: 64 << 20, blockSize: 512, changeBlockSize: CBS };
   beforeAll(async () => {
     sim = await startOciSimulation({
       dir: mkdtempSync(join(out, 'oci-')),
@@ -102,7 +105,7 @@ describe('oci delta end to end (fake OCI API + simulator + kernel initiator)', (
       expect(vol.blockSize).toBe(512);
       expect(hostTraces(iqn).length).toBeGreaterThan(0);
       const got = await scanMerged(vol.sgPath ?? vol.devicePath);
-      const expected: BlockExtent[] = sim.expectedChangedExtents(CBS);
+      const expected = expectedDelta(changed, geometry);
       expect(expected.length).toBeGreaterThan(0);
       expect(got).toEqual(expected);
       await vol.release();
@@ -118,17 +121,16 @@ describe('oci delta end to end (fake OCI API + simulator + kernel initiator)', (
 
   it('SimulatorProvisioner: the same host path without the cloud', async () => {
     const p = new SimulatorProvisioner();
+    const own = randomRanges(99, 20, 32 << 20, 20_000);
     const vol = await p.provision({
-      simulator: {
-        sizeBytes: 32 << 20,
-        changeBlockSize: 4096,
-        changed: { random: 20, seed: 99 },
-      },
+      simulator: { sizeBytes: 32 << 20, changeBlockSize: 4096, changed: own },
     });
     try {
       expect(vol.devicePath).toMatch(/^\/dev\/sd[a-z]+$/);
       const got = await scanMerged(vol.sgPath ?? vol.devicePath);
-      expect(got).toEqual(vol.expectedChangedExtents);
+      expect(got).toEqual(
+        expectedDelta(own, { sizeBytes: 32 << 20, blockSize: 512, changeBlockSize: 4096 }),
+      );
     } finally {
       await vol.release();
     }
@@ -213,7 +215,7 @@ process.exitCode = await cmd.run(args, { stdout: process.stdout, stderr: process
       .trim()
       .split('\n')
       .map((l) => JSON.parse(l) as Ext);
-    const mapped = sim.expectedChangedExtents(CBS).filter((e) => e.status === 3);
+    const mapped = expectedDelta(changed, geometry).filter((e) => e.status === 3);
     expect(merge(lines.map(({ lba, blocks, status }) => ({ lba, blocks, status })))).toEqual(
       mapped,
     );
