@@ -494,7 +494,7 @@ export class IscsiInitiator {
 
   #attach(socket: net.Socket): void {
     const gen = ++this.#gen;
-    const reader = new PduReader({ maxDataSegmentLength: LOGIN_MAX_DATA });
+    const reader = new PduReader({ maxDataSegmentLength: LOGIN_MAX_DATA, reuseDataInBuffer: true });
     this.#socket = socket;
     this.#reader = reader;
     this.#lastRx = performance.now();
@@ -1145,9 +1145,20 @@ export class IscsiInitiator {
   #write(pdu: Pdu): boolean {
     const s = this.#socket;
     if (!s || s.destroyed) return false;
+    // PDUs written in the same tick (commands started by one batch of completions) leave in
+    // one writev: one system call and one wake-up of the target instead of one per PDU.
+    if (!this.#corked) {
+      this.#corked = true;
+      s.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        s.uncork();
+      });
+    }
     s.write(encodePdu(pdu));
     return true;
   }
+  #corked = false;
 
   #allocItt(): number {
     for (;;) {

@@ -31,6 +31,13 @@ export class PduTooLargeError extends IscsiProtocolError {
 export interface PduReaderOptions {
   /** Largest data segment accepted (the receiver's MaxRecvDataSegmentLength). Default 8192. */
   maxDataSegmentLength?: number;
+  /**
+   * Data-In PDUs (opcode 25h) that span TCP chunks are assembled in one reused scratch buffer
+   * instead of a fresh one: their bytes are valid only until the next push(). For a consumer that
+   * copies Data-In out synchronously (the initiator), this saves an allocation and its page
+   * faults per PDU.
+   */
+  reuseDataInBuffer?: boolean;
 }
 
 export class PduReader {
@@ -39,9 +46,12 @@ export class PduReader {
   /** Bytes the PDU at the head needs, once its BHS was seen (avoids re-scanning). */
   #need = 0;
   #maxData: number;
+  #reuse: boolean;
+  #scratch: Buffer | undefined;
 
   constructor(options: PduReaderOptions = {}) {
     this.#maxData = options.maxDataSegmentLength ?? 8192;
+    this.#reuse = options.reuseDataInBuffer ?? false;
   }
 
   /** Raises or lowers the data segment limit (after login negotiation). */
@@ -86,7 +96,7 @@ export class PduReader {
         break;
       }
       this.#need = 0;
-      const pdu = this.#take(total);
+      const pdu = this.#take(total, this.#reuse && (head[0]! & 0x3f) === 0x25);
       out.push({
         bhs: pdu.subarray(0, BHS_LENGTH),
         ahs: pdu.subarray(BHS_LENGTH, BHS_LENGTH + ahsLen),
@@ -109,7 +119,7 @@ export class PduReader {
   }
 
   /** Removes the first n bytes: a view when one chunk holds them, else exactly n copied bytes. */
-  #take(n: number): Buffer {
+  #take(n: number, scratch = false): Buffer {
     const first = this.#chunks[0]!;
     this.#buffered -= n;
     if (first.length >= n) {
@@ -117,7 +127,11 @@ export class PduReader {
       else this.#chunks[0] = first.subarray(n);
       return first.subarray(0, n);
     }
-    const out = Buffer.allocUnsafe(n);
+    let out: Buffer;
+    if (scratch) {
+      if (!this.#scratch || this.#scratch.length < n) this.#scratch = Buffer.allocUnsafe(n);
+      out = this.#scratch.subarray(0, n);
+    } else out = Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this.#chunks[0]!;
