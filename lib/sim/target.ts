@@ -224,6 +224,8 @@ export class IscsiTarget {
   };
   #server: net.Server;
   #sessions = new Map<number, Session>();
+  /** Sessions by initiator port (ISID, session type, initiator name). */
+  #byPort = new Map<string, Session>();
   /** Sessions without a connection, oldest first. */
   #detached = new Set<Session>();
   #connections = new Set<Connection>();
@@ -270,6 +272,7 @@ export class IscsiTarget {
     await Promise.all([...this.#connections].map((c) => c.shutdown()));
     for (const s of this.#sessions.values()) clearTimeout(s.reclaimTimer);
     this.#sessions.clear();
+    this.#byPort.clear();
     this.#detached.clear();
     await closed;
   }
@@ -331,11 +334,11 @@ export class IscsiTarget {
       return s;
     }
     // Session reinstatement: a new login from the same initiator port replaces its session.
-    for (const s of [...this.#sessions.values()]) {
-      if (s.isid === isid && s.initiatorName === neg.initiatorName && s.type === neg.sessionType) {
-        for (const old of s.connections) old.socket.destroy();
-        this.#drop(s);
-      }
+    const port = `${isid} ${neg.sessionType} ${neg.initiatorName}`;
+    const previous = this.#byPort.get(port);
+    if (previous) {
+      for (const old of previous.connections) old.socket.destroy();
+      this.#drop(previous);
     }
     if (this.#sessions.size >= this.limits.maxSessions) {
       const oldest = this.#detached.values().next().value;
@@ -362,6 +365,7 @@ export class IscsiTarget {
       session.nexus.addUnitAttention(VOLUME_LUN);
     }
     this.#sessions.set(tsih, session);
+    this.#byPort.set(port, session);
     this.stats.logins++;
     return session;
   }
@@ -402,6 +406,8 @@ export class IscsiTarget {
   #drop(session: Session): void {
     this.#attached(session);
     if (this.#sessions.get(session.tsih) === session) this.#sessions.delete(session.tsih);
+    const port = `${session.isid} ${session.type} ${session.initiatorName}`;
+    if (this.#byPort.get(port) === session) this.#byPort.delete(port);
   }
 }
 
@@ -817,8 +823,13 @@ class Connection {
   #nop(pdu: NopOutPdu, raw: RawPdu): void {
     if (pdu.itt === RESERVED_TAG) return; // a reply to a NOP-In we never send
     if (!this.#advanceCmdSN(pdu.cmdSN, pdu.immediate)) return;
-    // The ping data comes back, within what the initiator can receive.
-    const data = (pdu.data ?? Buffer.alloc(0)).subarray(0, this.#initiatorMrdsl);
+    const data = pdu.data ?? Buffer.alloc(0);
+    // Ping data that could not come back within the initiator's MaxRecvDataSegmentLength.
+    if (data.length > this.#initiatorMrdsl) {
+      this.#target.log(`NOP-Out ping data of ${data.length} bytes > ${this.#initiatorMrdsl}`);
+      this.#reject(raw, RejectReason.ProtocolError);
+      return;
+    }
     this.#send(
       {
         opcode: Opcode.NopIn,
