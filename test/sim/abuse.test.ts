@@ -2,7 +2,9 @@
 // each case leaves the server under the documented peak (PEAK_RSS_BYTES, 300 MiB) and serving a
 // fresh client exactly. Before the target's limits every one of them grew the process without
 // bound (1 GB and more) or held its connections forever.
+import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { simServeCommand } from '../../lib/cli/sim-serve.js';
 import { encodePdu, Opcode, type Pdu, RejectReason } from '../../lib/iscsi/pdu.js';
 import { decodeText } from '../../lib/iscsi/text.js';
 import {
@@ -224,4 +226,52 @@ describe('sim serve against hostile clients', () => {
     await freshClientServed(s.host, s.port, chap);
     expect(report('unauthenticated CHAP flood', s)).toBeLessThan(PEAK_RSS_BYTES);
   }, 120_000);
+});
+
+describe('sim serve limit flags', () => {
+  async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
+    const stdout = new PassThrough();
+    const stderr = new PassThrough();
+    let out = '';
+    let err = '';
+    stdout.on('data', (c) => {
+      out += c;
+    });
+    stderr.on('data', (c) => {
+      err += c;
+    });
+    const io = { stdout, stderr, signal: new AbortController().signal, env: {} };
+    const code = await simServeCommand.run(args, io);
+    return { code, out, err };
+  }
+
+  it('documents every limit with its default, one line each, in --help', async () => {
+    const { code, out } = await run(['--help']);
+    expect(code).toBe(0);
+    for (const flag of [
+      '--max-connections N',
+      '--max-sessions N',
+      '--session-retain S',
+      '--login-timeout S',
+      '--max-login-pdus N',
+      '--max-text-bytes N',
+      '--max-recv-data-segment N',
+      '--reply-high-water N',
+    ]) {
+      expect(out).toMatch(new RegExp(`^  ${flag} +.*\\(default [^)]+\\)$`, 'm'));
+    }
+  });
+
+  it('refuses a limit out of range with exit 2 and the flag in the message', async () => {
+    const base = ['--size', '1M', '--random-changes', '1', '--port', '0'];
+    const zero = await run([...base, '--max-connections', '0']);
+    expect(zero.code).toBe(2);
+    expect(zero.err).toMatch(/--max-connections must be 1\.\.65535/);
+    const small = await run([...base, '--max-recv-data-segment', '100']);
+    expect(small.code).toBe(2);
+    expect(small.err).toMatch(/--max-recv-data-segment must be 512\.\.16777215/);
+    const timeout = await run([...base, '--login-timeout', '0']);
+    expect(timeout.code).toBe(2);
+    expect(timeout.err).toMatch(/--login-timeout must be 1\.\.3600/);
+  });
 });
