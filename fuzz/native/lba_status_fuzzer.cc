@@ -38,8 +38,8 @@ using lba_status::LbaStatusLayout;
 
 void Check(bool ok, const char* what, unsigned long long a, unsigned long long b) {
   if (ok) return;
-  std::fprintf(stderr, "lba_status_fuzzer: invariant broken: %s (got %llu, expected %llu)\n",
-               what, a, b);
+  std::fprintf(stderr, "lba_status_fuzzer: invariant broken: %s (got %llu, expected %llu)\n", what,
+               a, b);
   std::abort();
 }
 
