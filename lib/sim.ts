@@ -29,7 +29,10 @@ export {
   type ByteExtent,
   ChangedMap,
   type ExtentState,
+  RANDOM_MAX_GAP_BYTES,
+  type RandomChangesOptions,
   type RandomMapOptions,
+  randomByteExtents,
   type VolumeGeometry,
 } from './sim/changed-map.js';
 export {
@@ -59,9 +62,11 @@ export {
 export { createPrng, type Prng } from './sim/prng.js';
 export {
   buildChangedMap,
+  changedByteExtents,
   DEFAULT_CHANGE_BLOCK_SIZE,
   DEFAULT_IQN,
   expectedChangedExtents,
+  type RandomChanges,
   type Simulator,
   type SimulatorOptions,
   startSimulator,
