@@ -17,7 +17,9 @@
  * and the codes of OCI's API error list: 400 MissingParameter / InvalidParameter /
  * CannotParseRequest, 401 NotAuthenticated, 404 NotAuthorizedOrNotFound (unknown resource,
  * compartment or availability domain) or NotFound (no such operation), 405 MethodNotAllowed,
- * 409 Conflict / IncorrectState / InvalidatedRetryToken.
+ * 409 Conflict / IncorrectState / InvalidatedRetryToken. OCI's list has no entry for the limits'
+ * 408, 413 and 431: those carry the HTTP reason phrase as their code (RequestTimeout,
+ * PayloadTooLarge, RequestHeaderFieldsTooLarge) in the same shape.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import {
@@ -193,6 +195,7 @@ export interface FakeRequestLog {
   method: string;
   path: string;
   operation: FakeOperation | 'unknown';
+  /** HTTP status answered; 0 while in progress, -1 when the client went away first. */
   status: number;
   retryToken?: string;
 }
@@ -545,17 +548,17 @@ export class FakeOciApi {
   private dispatch(req: IncomingMessage, res: ServerResponse, expectContinue: boolean): void {
     this.handle(req, res, expectContinue).catch((err: unknown) => {
       if (!res.headersSent) {
+        const payload = JSON.stringify({
+          code: 'InternalServerError',
+          message: String((err as Error)?.message ?? err),
+        });
         res.writeHead(500, {
           'content-type': 'application/json',
+          'content-length': String(Buffer.byteLength(payload)),
           'opc-request-id': requestId(),
           ...(req.complete ? {} : { connection: 'close' }),
         });
-        res.end(
-          JSON.stringify({
-            code: 'InternalServerError',
-            message: String((err as Error)?.message ?? err),
-          }),
-        );
+        res.end(payload);
       } else res.destroy();
     });
   }
@@ -634,6 +637,7 @@ export class FakeOciApi {
       res.writeHead(status, {
         'opc-request-id': requestId(),
         ...(payload ? { 'content-type': 'application/json' } : {}),
+        ...(status === 204 ? {} : { 'content-length': String(Buffer.byteLength(payload)) }),
         ...(bodyRead ? {} : { connection: 'close' }),
         ...headers,
       });
