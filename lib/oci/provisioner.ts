@@ -176,6 +176,13 @@ export function validateDeltaRequest(o: {
       { httpStatus: 404 },
     );
   }
+  if (o.vpusPerGB !== undefined && (o.vpusPerGB > 120 || o.vpusPerGB % 10 !== 0)) {
+    throw new OciDeltaError(
+      'ERR_OCI_REQUEST_REJECTED',
+      `vpusPerGB ${o.vpusPerGB} is not a volume performance level: use 10, 20, or 30 to 120 in steps of 10`,
+      { httpStatus: 400 },
+    );
+  }
   return { kind: k1, changeBlockSize: cbs };
 }
 

@@ -107,6 +107,17 @@ describe('validation before spending money', () => {
     );
   });
 
+  it('rejects a performance level OCI does not have (400) before creating anything', async () => {
+    const { first, second } = h.api.seedBackupPair();
+    for (const vpusPerGB of [25, 130]) {
+      await expectRejected(
+        { firstBackupId: first.id, secondBackupId: second.id, vpusPerGB },
+        'ERR_OCI_REQUEST_REJECTED',
+        400,
+      );
+    }
+  });
+
   it('rejects a backup that does not exist (404)', async () => {
     const { first } = h.api.seedBackupPair();
     const ghost = first.id.replace(/[0-9a-f]{8}$/, '00000000');
