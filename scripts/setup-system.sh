@@ -13,10 +13,12 @@
 #   util-linux       blkdiscard, fallocate; setpriv (host tests run the client as nobody)
 #   qemu-utils, qemu-block-extra  qemu-img with libiscsi (block-iscsi.so, only a Recommends of
 #                    qemu-utils): the host tests' second reader of iscsi:// targets
+#   clang-14, libclang-rt-14-dev, llvm-14  `npm run fuzz`: libFuzzer, ASan/UBSan runtimes,
+#                    llvm-symbolizer (fuzz/build.sh)
 set -euo pipefail
 
 PKGS=(user-mode-linux kmod sg3-utils tgt open-iscsi libiscsi-bin iproute2 util-linux
-  qemu-utils qemu-block-extra gcc libc6-dev clang-format)
+  qemu-utils qemu-block-extra gcc libc6-dev clang-format clang-14 libclang-rt-14-dev llvm-14)
 
 say() { echo "setup-system: $*"; }
 [ "$(uname -s)" = Linux ] || { say "not Linux; nothing to do"; exit 0; }
