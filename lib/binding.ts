@@ -188,7 +188,9 @@ function loadNative(): NativeBinding {
     const platform = `${process.platform}-${process.arch} (Node ${process.version})`;
     const hint =
       process.platform === 'linux'
-        ? 'Build it with `npm run build:native` (needs python3, make and g++), or reinstall the package.'
+        ? 'Run `npm rebuild lba-status` in your project: it loads the prebuilt binary for ' +
+          'linux-x64 or linux-arm64 (glibc 2.34 or later), else compiles the addon (needs ' +
+          'python3, make and g++). In a checkout of lba-status itself: `npm run build:native`.'
         : 'The SG_IO addon runs on Linux only; the simulator (lba-status/sim) works everywhere.';
     throw new BindingLoadError(
       `Could not load the lba-status native addon on ${platform}. Tried: ${tried.join(', ')}. ${hint}`,

@@ -21,13 +21,19 @@ export const commands: CliCommand[] = [
   simServeCommand,
 ];
 
+/** The package's version: dist/cli.cjs is one level below package.json, lib/cli/main.ts two. */
 function version(): string {
-  try {
-    const url = new URL('../package.json', import.meta.url);
-    return (JSON.parse(readFileSync(fileURLToPath(url), 'utf8')) as { version: string }).version;
-  } catch {
-    return 'unknown';
+  for (const rel of ['../package.json', '../../package.json']) {
+    try {
+      const url = new URL(rel, import.meta.url);
+      const pkg = JSON.parse(readFileSync(fileURLToPath(url), 'utf8')) as {
+        name?: string;
+        version: string;
+      };
+      if (pkg.name === 'lba-status') return pkg.version;
+    } catch {}
   }
+  return 'unknown';
 }
 
 function topHelp(): string {
@@ -40,7 +46,8 @@ Find and read the blocks that changed between two block-volume backups: SCSI GET
 Commands:
 ${commands.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`).join('\n')}
 
-Run 'lba-status COMMAND --help' for a command's options and examples.
+Run 'lba-status COMMAND --help' for a command's options and examples;
+'lba-status --version' (-v) prints the version.
 
 DEVICE is a device node (/dev/sdX, /dev/sgN, a symlink) or iscsi://[USER@]HOST[:PORT]/IQN/LUN,
 reached by lba-status's own iSCSI initiator (no root, no iscsid); the CHAP secret comes from
@@ -60,15 +67,37 @@ LBA_STATUS_TARGET_CHAP_SECRET hold CHAP secrets for iscsi:// devices.
 `;
 }
 
+/** The subcommands of a group such as `sim` or `oci`, or none when `group` is not one. */
+function groupCommands(group: string | undefined): CliCommand[] {
+  return commands.filter((c) => c.path.length > 1 && c.path[0] === group);
+}
+
+/** `lba-status sim` / `lba-status oci`: the group's subcommands. */
+function groupHelp(group: string): string {
+  const members = groupCommands(group);
+  const width = Math.max(...members.map((c) => c.path.join(' ').length));
+  return `Usage: lba-status ${group} COMMAND [options]
+
+Commands:
+${members.map((c) => `  ${c.path.join(' ').padEnd(width)}  ${c.summary}`).join('\n')}
+
+Run 'lba-status ${group} COMMAND --help' for a command's options and examples.
+`;
+}
+
+const isHelp = (word: string | undefined): boolean =>
+  word === '--help' || word === '-h' || word === 'help';
+
 /** Runs the CLI with `argv` (without node and script); resolves with the exit code. */
 export async function main(argv: string[], io: CliIo): Promise<number> {
-  if (argv.length === 0 || argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+  if (argv.length === 0 || isHelp(argv[0])) {
     const wanted = argv.slice(1);
     const command = commands.find((c) => c.path.join(' ') === wanted.join(' '));
-    io.stdout.write(command && wanted.length ? command.help : topHelp());
+    const group = wanted.length === 1 && groupCommands(wanted[0]).length ? wanted[0] : undefined;
+    io.stdout.write(command && wanted.length ? command.help : group ? groupHelp(group) : topHelp());
     return argv.length === 0 ? ExitCode.usage : ExitCode.ok;
   }
-  if (argv[0] === '--version' || argv[0] === '-V') {
+  if (argv[0] === '--version' || argv[0] === '-v' || argv[0] === '-V') {
     io.stdout.write(`${version()}\n`);
     return ExitCode.ok;
   }
@@ -76,6 +105,17 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
     .sort((a, b) => b.path.length - a.path.length)
     .find((c) => c.path.every((word, i) => argv[i] === word));
   if (!command) {
+    const group = argv[0] as string;
+    if (groupCommands(group).length) {
+      // `lba-status sim`: the list of its commands (exit 2, like `lba-status` alone);
+      // `lba-status sim --help`: the same, exit 0; `lba-status sim nope`: unknown, exit 2.
+      if (argv.length === 1 || isHelp(argv[1])) {
+        io.stdout.write(groupHelp(group));
+        return argv.length === 1 ? ExitCode.usage : ExitCode.ok;
+      }
+      io.stderr.write(`lba-status: unknown command '${group} ${argv[1]}'\n\n${groupHelp(group)}`);
+      return ExitCode.usage;
+    }
     io.stderr.write(`lba-status: unknown command '${argv[0]}'\nTry 'lba-status --help'.\n`);
     return ExitCode.usage;
   }

@@ -1,7 +1,7 @@
 /**
  * `lba-status sim serve`: serve a simulated OCI delta volume over iSCSI until SIGINT/SIGTERM.
  */
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -76,7 +76,8 @@ Options:
   --oci-api-chap             its attachments require CHAP, with a fresh secret per attachment
                              handed out as chapUsername/chapSecret (like OCI with useChap)
   --oci-api-port P           its port (default: any free port)
-  --oci-dir DIR              where its OCI config file and key go (default: a new temp dir)
+  --oci-dir DIR              where its OCI config file and key go (default: a new temp dir,
+                             removed when sim serve stops)
   --max-connections N        iSCSI connections at once; more get login status 3/02 (default 32)
   --max-sessions N           sessions kept; the oldest one without a connection goes (default 1024)
   --session-retain S         seconds a session waits for a reconnect with its TSIH (default 20)
@@ -408,12 +409,17 @@ async function run(argv: string[], io: CliIo): Promise<number> {
       throw err;
     }
     let oci: OciSimulation | undefined;
+    // The config/key directory this process made (no --oci-dir): removed when it stops.
+    let createdOciDir: string | undefined;
     try {
       if (values['oci-api']) {
         if (sizeBytes % 2 ** 20 !== 0) throw new UsageError('--oci-api needs --size in whole MiB');
         const apiPort = parseCount(values['oci-api-port'], 'oci-api-port');
+        let dir = values['oci-dir'];
+        if (dir === undefined)
+          dir = createdOciDir = await mkdtemp(join(tmpdir(), 'lba-status-oci-'));
         oci = await startOciSimulation({
-          dir: values['oci-dir'] ?? (await mkdtemp(join(tmpdir(), 'lba-status-oci-'))),
+          dir,
           ...(apiPort === undefined ? {} : { apiPort }),
           sizeBytes,
           blockSize,
@@ -454,6 +460,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
     } finally {
       await oci?.close();
       await sim.close();
+      if (createdOciDir) await rm(createdOciDir, { recursive: true, force: true });
     }
     return ExitCode.ok;
   } catch (err) {
