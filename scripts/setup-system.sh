@@ -2,8 +2,8 @@
 # Installs the Debian/Ubuntu packages the real-kernel tests, the host tests and the linters need.
 # Idempotent, non-interactive, run as root (as another user it only reports what is missing and
 # exits 0: the demo needs none of it). Starts no services: package scripts are denied through
-# policy-rc.d while apt runs, and any tgtd/iscsid that still came up during the install is
-# stopped again (the guest runs its own; nothing on the host needs them).
+# policy-rc.d while apt runs, and any tgtd/iscsid/redis-server that still came up during the
+# install is stopped again (the guest runs its own; the fleet tests start their own Redis).
 #
 #   user-mode-linux  the guest kernel (linux.uml + modules)       kmod       modprobe for the guest
 #   sg3-utils        oracle and smoke-test tools                   tgt        iSCSI target (guest and
@@ -15,10 +15,12 @@
 #                    qemu-utils): the host tests' second reader of iscsi:// targets
 #   clang-14, libclang-rt-14-dev, llvm-14  `npm run fuzz`: libFuzzer, ASan/UBSan runtimes,
 #                    llvm-symbolizer (fuzz/build.sh)
+#   redis-server     the fleet tests' queue (test/fleet starts its own on a free port, AOF on)
 set -euo pipefail
 
 PKGS=(user-mode-linux kmod sg3-utils tgt open-iscsi libiscsi-bin iproute2 util-linux
-  qemu-utils qemu-block-extra gcc libc6-dev clang-format clang-14 libclang-rt-14-dev llvm-14)
+  qemu-utils qemu-block-extra gcc libc6-dev clang-format clang-14 libclang-rt-14-dev llvm-14
+  redis-server)
 
 say() { echo "setup-system: $*"; }
 [ "$(uname -s)" = Linux ] || { say "not Linux; nothing to do"; exit 0; }
@@ -45,8 +47,10 @@ if [ ${#missing[@]} -eq 0 ]; then
 else
   say "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  before=$(pgrep -x 'tgtd|iscsid' || true)
-  units=(tgt.service iscsid.service iscsid.socket open-iscsi.service)
+  # (pgrep refuses patterns longer than 15 characters: one call per group of names)
+  ours() { pgrep -x 'tgtd|iscsid' || true; pgrep -x redis-server || true; }
+  before=$(ours)
+  units=(tgt.service iscsid.service iscsid.socket open-iscsi.service redis-server.service)
   systemd=
   command -v systemctl >/dev/null && [ -d /run/systemd/system ] && systemd=1
   active_before=
@@ -67,7 +71,7 @@ else
   restore
   trap - EXIT
   # Anything that started anyway (e.g. a systemd socket unit), stop it by its process id.
-  for pid in $(pgrep -x 'tgtd|iscsid' || true); do
+  for pid in $(ours); do
     if ! grep -qx "$pid" <<<"$before"; then
       say "stopping $(cat /proc/"$pid"/comm 2>/dev/null) (pid $pid) started by the install"
       kill "$pid" 2>/dev/null || true
