@@ -88,8 +88,9 @@ export function reportError(error: unknown, io: CliIo): number {
   if (error instanceof TransportError || error instanceof IscsiLoginError)
     return ExitCode.transport;
   if (error instanceof MalformedReplyError) return ExitCode.malformed;
-  if (isSystemCallError(error)) return ExitCode.system;
   const code = (error as { code?: unknown })?.code;
+  // The addon could not load: a fact about this system (its build, its libc), like an errno.
+  if (isSystemCallError(error) || code === 'ERR_LBA_STATUS_BINDING') return ExitCode.system;
   if (
     (typeof code === 'string' && code.startsWith('ERR_INVALID_ARG')) ||
     code === 'ERR_OUT_OF_RANGE'

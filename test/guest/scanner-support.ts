@@ -11,20 +11,8 @@ import {
   writePattern,
 } from './support/index.js';
 
-/** Ranges aligned to 8 blocks (scsi_debug granules of 8, tgt's 4 KiB holes with 512-byte LBAs). */
-export function patternRanges(capacity: number): BlockRange[] {
-  const unit = 8;
-  const candidates = [
-    { lba: 0, blocks: 8 },
-    { lba: 64, blocks: 16 },
-    { lba: 96, blocks: 8 },
-    { lba: 200, blocks: 40 },
-    { lba: 1024, blocks: 8 },
-    { lba: 2048, blocks: 256 },
-    { lba: capacity - 16, blocks: 16 },
-  ];
-  return candidates.filter((r) => r.lba % unit === 0 && r.lba + r.blocks <= capacity);
-}
+/** The written pattern, one definition for host and guest tests (test/shared/patterns.ts). */
+export { patternRanges } from '../shared/patterns.js';
 
 /**
  * scsi_debug: registers hooks that write `ranges` onto a fully unmapped disk before the file's

@@ -1,7 +1,6 @@
 // Plain data shared by the real-kernel guest tests and the host tests: no imports, no I/O, so
 // a host test (userspace iSCSI) and a guest test (kernel initiator) can state their expectation
-// from one definition. Kept identical to test/guest/scanner-support.ts `patternRanges` (a host
-// test checks that) until that module re-exports this one.
+// from one definition (test/guest/scanner-support.ts re-exports it).
 
 /** A range of logical blocks, [lba, lba + blocks). */
 export interface PatternRange {
