@@ -3,7 +3,12 @@ import { defineConfig } from 'tsup';
 
 // Entry points are the package's public subpaths plus the CLI. Everything lands in dist/, one
 // level below the package root like lib/, so lib/binding.ts finds the addon from both.
-const publicEntries = { index: 'lib/index.ts', sim: 'lib/sim.ts', oci: 'lib/oci.ts' };
+const publicEntries = {
+  index: 'lib/index.ts',
+  sim: 'lib/sim.ts',
+  oci: 'lib/oci.ts',
+  jobs: 'lib/jobs.ts',
+};
 const entry = { ...publicEntries, cli: 'lib/cli/main.ts' };
 
 /**
