@@ -25,6 +25,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'vitest';
+import { expectedChangedRuns, testPrng } from '../support/oracle.js';
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(ROOT, 'dist/cli.js');
@@ -393,17 +394,8 @@ export interface ByteRange {
   length: number;
 }
 
-/** A small seeded PRNG (mulberry32) in [0, 1). */
-export function prng(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+/** The tests' seeded generator (one definition: test/support/oracle.ts). */
+export const prng = testPrng;
 
 /**
  * `count` random byte ranges inside a volume of `sizeBytes` (any offsets and lengths, overlaps
@@ -443,9 +435,8 @@ export function runsOf(bits: Uint8Array): Array<[number, number]> {
 }
 
 /**
- * The changed LBAs the simulator must report for `ranges`, by a naive bitmap: one entry per
- * change block, set when any byte of it is in a range; each set change block is all its LBAs.
- * Returns [start, end) LBA runs.
+ * The changed LBAs the simulator must report for `ranges` as [start, end) runs: the shared
+ * naive change-block bitmap of test/support/oracle.ts.
  */
 export function expectedChangedLbas(
   ranges: readonly ByteRange[],
@@ -453,18 +444,7 @@ export function expectedChangedLbas(
   changeBlockSize: number,
   blockSize: number,
 ): Array<[number, number]> {
-  const changeBlocks = new Uint8Array(Math.ceil(sizeBytes / changeBlockSize));
-  for (const r of ranges) {
-    for (
-      let c = Math.floor(r.offset / changeBlockSize);
-      c * changeBlockSize < r.offset + r.length;
-      c++
-    )
-      changeBlocks[c] = 1;
-  }
-  const perCb = changeBlockSize / blockSize;
-  const capacity = sizeBytes / blockSize;
-  return runsOf(changeBlocks).map(([s, e]) => [s * perCb, Math.min(e * perCb, capacity)]);
+  return expectedChangedRuns(ranges, { sizeBytes, changeBlockSize, blockSize });
 }
 
 export interface ScannedExtent {

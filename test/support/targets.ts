@@ -167,46 +167,66 @@ export const memoryTarget: TestTarget = {
 };
 
 /**
+ * Serves `volume` from the simulator's iSCSI target on 127.0.0.1 (no UNIT ATTENTION after
+ * login), connects a transport to it with `connect(url)`, and opens the device on it, recorded.
+ * The target stops when the device closes (after `cleanup`, e.g. a kernel logout).
+ */
+export async function openBehindSimTarget(
+  volume: TestVolume,
+  options: OpenOptions,
+  beforeOpen: ((opened: Omit<OpenedVolume, 'device'>) => void) | undefined,
+  connect: (
+    url: string,
+    iqn: string,
+  ) => Promise<{ transport: ScsiTransport; cleanup?: () => Promise<void> }>,
+): Promise<OpenedVolume> {
+  const faults = new FaultInjector();
+  const iqn = `iqn.2024-01.lba-status:suite-${++suiteTargets}`;
+  const target = new IscsiTarget({
+    device: serverFor(volume),
+    faults,
+    iqn,
+    host: '127.0.0.1',
+    port: 0,
+    unitAttentionOnLogin: false,
+  });
+  const { port } = await target.listen();
+  let connected: Awaited<ReturnType<typeof connect>>;
+  try {
+    connected = await connect(`iscsi://127.0.0.1:${port}/${iqn}/1`, iqn);
+  } catch (error) {
+    await target.close();
+    throw error;
+  }
+  const { transport, commands, closed, maxInFlight } = recording(connected.transport, async () => {
+    await connected.cleanup?.();
+    await target.close();
+  });
+  const opened: Omit<OpenedVolume, 'device'> = {
+    commands,
+    faults,
+    maxInFlight,
+    transportClosed: closed,
+  };
+  beforeOpen?.(opened);
+  const device = await openDevice(transport, options);
+  return { ...opened, device };
+}
+
+let suiteTargets = 0;
+
+/**
  * The simulator's iSCSI target (lib/sim/target.ts) serving the volume's device server on
  * 127.0.0.1, reached with the userspace initiator. One target per volume; it stops when the
- * device closes. No UNIT ATTENTION after login and no reconnect, so that commands and faults
- * count as on the memory target.
+ * device closes. No reconnect, so that commands and faults count as on the memory target.
  */
 export const iscsiTarget: TestTarget = {
   name: 'iscsi',
   canInject: false,
-  async open(volume, options = {}, beforeOpen) {
-    const faults = new FaultInjector();
-    const iqn = 'iqn.2024-01.lba-status:suite';
-    const target = new IscsiTarget({
-      device: serverFor(volume),
-      faults,
-      iqn,
-      host: '127.0.0.1',
-      port: 0,
-      unitAttentionOnLogin: false,
-    });
-    const { port } = await target.listen();
-    let iscsi: ScsiTransport;
-    try {
-      iscsi = await openIscsiTransport(`iscsi://127.0.0.1:${port}/${iqn}/1`, {
-        reconnect: { attempts: 0 },
-      });
-    } catch (error) {
-      await target.close();
-      throw error;
-    }
-    const { transport, commands, closed, maxInFlight } = recording(iscsi, () => target.close());
-    const opened: Omit<OpenedVolume, 'device'> = {
-      commands,
-      faults,
-      maxInFlight,
-      transportClosed: closed,
-    };
-    beforeOpen?.(opened);
-    const device = await openDevice(transport, options);
-    return { ...opened, device };
-  },
+  open: (volume, options = {}, beforeOpen) =>
+    openBehindSimTarget(volume, options, beforeOpen, async (url) => ({
+      transport: await openIscsiTransport(url, { reconnect: { attempts: 0 } }),
+    })),
 };
 
 /** The opcode of a CDB, and the two GET LBA STATUS forms. */
