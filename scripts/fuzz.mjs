@@ -57,11 +57,16 @@ const { values } = parseArgs({
 });
 if (values.help) {
   const text = readFileSync(fileURLToPath(import.meta.url), 'utf8');
-  const usage = text
-    .split('\n')
-    .filter((l) => l.startsWith('//'))
-    .slice(1, 27);
-  console.log(usage.map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+  // The header comment after the SPDX line, up to the first line of code.
+  const lines = text.split('\n');
+  const from = lines.findIndex((l) => l.startsWith('// SPDX')) + 2;
+  const to = lines.findIndex((l, i) => i >= from && !l.startsWith('//'));
+  console.log(
+    lines
+      .slice(from, to)
+      .map((l) => l.replace(/^\/\/ ?/, ''))
+      .join('\n'),
+  );
   process.exit(0);
 }
 const seconds = Number(values.seconds);
@@ -162,10 +167,13 @@ async function fuzzNative() {
       stdio: ['ignore', 'inherit', 'pipe'],
     });
     let err = '';
+    let partial = '';
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (s) => {
       err += s;
-      for (const line of s.split('\n')) {
+      const lines = (partial + s).split('\n');
+      partial = lines.pop();
+      for (const line of lines) {
         // Progress lines are noise in CI logs; findings and stats are not.
         if (/^#\d+\s+(pulse|NEW|REDUCE|INITED|DONE)/.test(line) || line.trim() === '') continue;
         process.stderr.write(`${line}\n`);

@@ -48,11 +48,13 @@ const { values } = parseArgs({
 });
 if (values.help) {
   const text = readFileSync(fileURLToPath(import.meta.url), 'utf8');
+  // The header comment after the SPDX line, up to the first line of code.
+  const lines = text.split('\n');
+  const from = lines.findIndex((l) => l.startsWith('// SPDX')) + 2;
+  const to = lines.findIndex((l, i) => i >= from && !l.startsWith('//'));
   console.log(
-    text
-      .split('\n')
-      .filter((l) => l.startsWith('//'))
-      .slice(1, 24)
+    lines
+      .slice(from, to)
       .map((l) => l.replace(/^\/\/ ?/, ''))
       .join('\n'),
   );
