@@ -45,6 +45,7 @@ export {
   ExportError,
   type ExportFormat,
   type ExportManifest,
+  ExportMismatchError,
   type ExportOptions,
   exportChanged,
   type ManifestExtent,

@@ -13,13 +13,16 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { type FileHandle, mkdir, open, readFile, rename, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ScsiDevice } from '../device/device.js';
+import { changedExtents } from '../scan/changed.js';
+import type { ScanOptions } from '../scan/scanner.js';
 import { read16Cdb } from '../scsi/commands.js';
 import {
   type ChangedChunk,
   type ReadChangedOptions,
+  type ReadProgress,
   readChanged,
   ShortReadError,
 } from './reader.js';
@@ -142,6 +145,41 @@ export interface ExportOptions extends Omit<ReadChangedOptions, 'checksum' | 'on
   /** Data formats to write (default both). */
   formats?: ExportFormat[];
   source?: ExportManifest['source'];
+  /**
+   * Start over even when `dir` holds an interrupted (or complete) export (default false: resume
+   * it when it is the same delta, refuse with {@link ExportMismatchError} when it is not).
+   */
+  restart?: boolean;
+  /** The manifest's `createdAt` (default: when the export — its first attempt — started). */
+  createdAt?: Date | string;
+  /**
+   * How often synced chunks are recorded in the journal: after this many bytes (default 32 MiB)
+   * or this many ms (default 1000), whichever comes first. Each record follows an fsync of the
+   * data files, so a resume never trusts a byte that was not on disk.
+   */
+  journalEveryBytes?: number;
+  journalEveryMs?: number;
+  /** Called once before reading when an earlier attempt's synced chunks are kept. */
+  onResume?: (resumed: { chunks: number; bytes: number; totalBytes: number }) => void;
+}
+
+/** The directory holds an export of another delta (device, geometry, change block size, backups). */
+export class ExportMismatchError extends Error {
+  override name = 'ExportMismatchError';
+  readonly code = 'ERR_LBA_STATUS_EXPORT_MISMATCH';
+  constructor(
+    /** What differs, e.g. `changeBlockSize`, `device.path`, `source.secondBackupId`. */
+    readonly field: string,
+    /** The value the export in the directory was made with. */
+    readonly expected: unknown,
+    /** The value of this run. */
+    readonly actual: unknown,
+    readonly dir: string,
+  ) {
+    super(
+      `${dir} holds an export of another delta: its ${field} is ${JSON.stringify(expected)}, this run's is ${JSON.stringify(actual)}; use another directory, or restart to overwrite it (--restart)`,
+    );
+  }
 }
 
 /**
@@ -165,67 +203,520 @@ async function ensureDirectory(dir: string): Promise<void> {
   }
 }
 
+/** Writes a file durably: tmp, fsync, rename (never a half-written file), fsync the directory. */
+async function writeDurably(path: string, text: string): Promise<void> {
+  const handle = await open(`${path}.tmp`, 'w');
+  try {
+    await writeAll(handle, Buffer.from(text), 0);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(`${path}.tmp`, path);
+  await syncDirectory(dirname(path));
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await open(dir, 'r').catch(() => undefined);
+  if (!handle) return;
+  try {
+    await handle.sync();
+  } catch {
+    // some file systems refuse fsync on a directory: the rename is still atomic
+  } finally {
+    await handle.close();
+  }
+}
+
 async function writeManifest(dir: string, manifest: ExportManifest): Promise<void> {
-  const path = join(dir, 'manifest.json');
-  await writeFile(`${path}.tmp`, `${JSON.stringify(manifest, null, 2)}\n`);
-  await rename(`${path}.tmp`, path); // never a half-written manifest
+  await writeDurably(join(dir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
+}
+
+const JOURNAL = 'journal.ndjson';
+
+/** The journal's first record: what the export is of, and its manifest header. */
+interface JournalStart {
+  type: 'start';
+  version: 1;
+  manifest: Omit<ExportManifest, 'extents' | 'changedBytes' | 'complete'>;
+}
+
+/** What a journal says: the header, the delta's extents (once scanned), the synced chunks. */
+interface JournalState {
+  start: JournalStart;
+  extents: Array<[number, number]> | undefined;
+  synced: Array<[number, number, string]>;
+}
+
+/** Reads the journal; a torn last line (killed while appending) is ignored. */
+async function loadJournal(dir: string): Promise<JournalState | undefined> {
+  let text: string;
+  try {
+    text = await readFile(join(dir, JOURNAL), 'utf8');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  const lines = text.split('\n');
+  let state: JournalState | undefined;
+  for (const [i, line] of lines.entries()) {
+    if (line === '') continue;
+    let record: { type?: string; [key: string]: unknown };
+    try {
+      record = JSON.parse(line);
+    } catch (error) {
+      if (i >= lines.length - 2) break; // the torn tail of an interrupted append
+      throw new ExportError(
+        'ERR_LBA_STATUS_EXPORT_CORRUPT',
+        `${dir}/${JOURNAL} is damaged at line ${i + 1} (${(error as Error).message}); restart the export`,
+      );
+    }
+    if (record.type === 'start' && record.version === 1 && !state) {
+      state = { start: record as unknown as JournalStart, extents: undefined, synced: [] };
+    } else if (state && record.type === 'extents') {
+      state.extents = record.extents as Array<[number, number]>;
+    } else if (state && record.type === 'synced') {
+      state.synced.push(...(record.chunks as Array<[number, number, string]>));
+    } else {
+      throw new ExportError(
+        'ERR_LBA_STATUS_EXPORT_CORRUPT',
+        `${dir}/${JOURNAL} line ${i + 1} is not a journal record this version writes; restart the export`,
+      );
+    }
+  }
+  return state;
+}
+
+/** Appends records to the journal, each batch fsync'd. */
+class Journal {
+  #handle: FileHandle | undefined;
+  constructor(readonly path: string) {}
+
+  static async create(path: string, start: JournalStart): Promise<Journal> {
+    const journal = new Journal(path);
+    journal.#handle = await open(path, 'w');
+    await journal.append([start]);
+    await syncDirectory(dirname(path));
+    return journal;
+  }
+
+  static async reopen(path: string): Promise<Journal> {
+    const journal = new Journal(path);
+    const handle = await open(path, 'r+');
+    // Drop a torn last line, so that appended records start on a line of their own.
+    const text = await handle.readFile('utf8');
+    const end = text.lastIndexOf('\n') + 1;
+    if (end !== text.length) await handle.truncate(end);
+    await handle.close();
+    journal.#handle = await open(path, 'a');
+    return journal;
+  }
+
+  async append(records: unknown[]): Promise<void> {
+    const text = records.map((r) => `${JSON.stringify(r)}\n`).join('');
+    await writeAll(this.#handle!, Buffer.from(text), null);
+    await this.#handle!.sync();
+  }
+
+  async close(): Promise<void> {
+    await this.#handle?.close();
+    this.#handle = undefined;
+  }
+}
+
+/** A data file of an export, written at explicit positions (so it can be resumed). */
+interface ExportFile {
+  write(chunk: ChangedChunk): Promise<void>;
+  sync(): Promise<void>;
+  /** Finishes (end record), fsyncs and closes. */
+  finish(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Bytes of an rbd diff v1 stream before the first `w` record. */
+const RBD_PREFIX = RBD_HEADER.length + 9;
+const RBD_RECORD_HEADER = 17;
+
+async function openExportFile(
+  format: ExportFormat,
+  path: string,
+  capacityBytes: number,
+  resumeAt: { rbdOffset: number } | undefined,
+): Promise<ExportFile> {
+  let handle: FileHandle;
+  if (resumeAt) {
+    try {
+      handle = await open(path, 'r+');
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      throw new ExportError(
+        'ERR_LBA_STATUS_EXPORT_CORRUPT',
+        `${path} is missing although the export's journal lists synced data in it; restart the export`,
+      );
+    }
+  } else handle = await open(path, 'w');
+  try {
+    const size = (await handle.stat()).size;
+    if (format === 'raw') {
+      if (resumeAt && size !== capacityBytes)
+        throw new ExportError(
+          'ERR_LBA_STATUS_EXPORT_CORRUPT',
+          `${path} has ${size} bytes, not the volume's ${capacityBytes}; restart the export`,
+        );
+      if (!resumeAt) await handle.truncate(capacityBytes);
+      return {
+        write: (chunk) => writeAll(handle, chunk.data, chunk.offset),
+        sync: () => handle.sync(),
+        async finish() {
+          await handle.sync();
+          await handle.close();
+        },
+        close: () => handle.close(),
+      };
+    }
+    let position = resumeAt?.rbdOffset ?? 0;
+    if (resumeAt) {
+      if (size < position)
+        throw new ExportError(
+          'ERR_LBA_STATUS_EXPORT_CORRUPT',
+          `${path} has ${size} bytes, fewer than the ${position} its journal lists as synced; restart the export`,
+        );
+      await handle.truncate(position);
+    }
+    if (position === 0) {
+      const head = Buffer.alloc(RBD_PREFIX);
+      RBD_HEADER.copy(head);
+      head[RBD_HEADER.length] = 0x73; // 's'
+      head.writeBigUInt64LE(BigInt(capacityBytes), RBD_HEADER.length + 1);
+      await writeAll(handle, head, 0);
+      position = RBD_PREFIX;
+    }
+    return {
+      async write(chunk) {
+        const header = Buffer.alloc(RBD_RECORD_HEADER);
+        header[0] = 0x77; // 'w'
+        header.writeBigUInt64LE(BigInt(chunk.offset), 1);
+        header.writeBigUInt64LE(BigInt(chunk.length), 9);
+        await writeAll(handle, header, position);
+        await writeAll(handle, chunk.data, position + RBD_RECORD_HEADER);
+        position += RBD_RECORD_HEADER + chunk.length;
+      },
+      sync: () => handle.sync(),
+      async finish() {
+        await writeAll(handle, Buffer.from('e', 'latin1'), position);
+        await handle.truncate(position + 1);
+        await handle.sync();
+        await handle.close();
+      },
+      close: () => handle.close(),
+    };
+  } catch (error) {
+    await handle.close();
+    throw error;
+  }
+}
+
+/** The manifest fields that say which delta an export is of, checked before resuming. */
+function compareIdentity(
+  dir: string,
+  was: Omit<ExportManifest, 'extents' | 'changedBytes' | 'complete'>,
+  now: Omit<ExportManifest, 'extents' | 'changedBytes' | 'complete'>,
+): void {
+  const check = (field: string, a: unknown, b: unknown) => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) throw new ExportMismatchError(field, a, b, dir);
+  };
+  // Two backups define the delta whatever volume serves it: compare the backups, not the device.
+  const backups = (m: typeof was) =>
+    m.source?.firstBackupId !== undefined && m.source?.secondBackupId !== undefined;
+  if (backups(was) || backups(now)) {
+    check('source.firstBackupId', was.source?.firstBackupId, now.source?.firstBackupId);
+    check('source.secondBackupId', was.source?.secondBackupId, now.source?.secondBackupId);
+  } else {
+    check('device.path', was.device.path, now.device.path);
+    check('device.vendor', was.device.vendor, now.device.vendor);
+    check('device.product', was.device.product, now.device.product);
+    check('device.serialNumber', was.device.serialNumber, now.device.serialNumber);
+  }
+  check('blockSize', was.blockSize, now.blockSize);
+  check('capacityBytes', was.capacityBytes, now.capacityBytes);
+  check('changeBlockSize', was.changeBlockSize, now.changeBlockSize);
+  check('files', was.files, now.files);
+}
+
+/** Chunks merged into extents ([offset, length]), as the scan reports them. */
+function mergeChunks(
+  chunks: Iterable<{ offset: number; length: number }>,
+): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const c of chunks) {
+    const last = out[out.length - 1];
+    if (last && last[0] + last[1] === c.offset) last[1] += c.length;
+    else out.push([c.offset, c.length]);
+  }
+  return out;
+}
+
+/** The extents from `from` on: the one containing `from` cut to start there. */
+function extentsFrom(extents: Array<[number, number]>, from: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [offset, length] of extents) {
+    if (offset + length <= from) continue;
+    const start = Math.max(offset, from);
+    out.push([start, offset + length - start]);
+  }
+  return out;
+}
+
+async function readManifestIfAny(dir: string): Promise<ExportManifest | undefined> {
+  try {
+    const m = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as ExportManifest;
+    return m.format === 'lba-status-export' && m.version === 1 ? m : undefined;
+  } catch {
+    return undefined; // none, or not ours / torn: nothing to resume from
+  }
+}
+
+function headerOf(
+  m: ExportManifest,
+): Omit<ExportManifest, 'extents' | 'changedBytes' | 'complete'> {
+  const { extents: _e, changedBytes: _c, complete: _d, ...header } = m;
+  return header;
 }
 
 /**
  * Reads the changed data of `device` into `dir` (created if needed): manifest plus data files.
- * On any failure the manifest stays `complete: false` and the error is rethrown.
+ *
+ * Resumable: the directory keeps a journal (`journal.ndjson`) of the chunks whose bytes are
+ * synced to disk, recorded in batches after an fsync of the data files. Run it again with the
+ * same directory after a crash, kill or error and it checks that this is the same delta (device
+ * identity and geometry, or both backup OCIDs when `source` names them — then any delta volume
+ * of the two backups will do — plus change block size and formats; else
+ * {@link ExportMismatchError}), keeps what was synced and reads the rest. The result — manifest,
+ * delta.img, delta.rbd-diff — is byte-identical to an uninterrupted export (with the same
+ * `createdAt` and read chunk size). The manifest stays `complete: false` until every byte is
+ * synced; the journal is removed once it is complete. A complete export in `dir` is returned as
+ * it is after checking identity and the device's changed extents. `restart: true` starts over.
  */
 export async function exportChanged(
   device: ScsiDevice,
   dir: string,
   options: ExportOptions = {},
 ): Promise<ExportManifest> {
-  const { formats = ['raw', 'rbd-diff'], source, ...readOptions } = options;
+  const {
+    formats = ['raw', 'rbd-diff'],
+    source,
+    restart,
+    createdAt,
+    journalEveryBytes = 32 << 20,
+    journalEveryMs = 1000,
+    onResume,
+    onProgress,
+    ...readOptions
+  } = options;
   await ensureDirectory(dir);
-  const { blockSize, blocks } = await device.capacity({ signal: options.signal });
+  const signal = options.signal;
+  const { blockSize, blocks } = await device.capacity({ signal });
   const capacityBytes = blocks * blockSize;
   const inquiry = device.inquiry;
-  const manifest: ExportManifest = {
+  const serialNumber = (await device.info().catch(() => undefined))?.serialNumber?.trim();
+  const changeBlockSize = options.changeBlockSize ?? blockSize;
+  const current: Omit<ExportManifest, 'extents' | 'changedBytes' | 'complete'> = {
     format: 'lba-status-export',
     version: 1,
-    complete: false,
-    createdAt: new Date().toISOString(),
-    device: { path: device.requestedPath, vendor: inquiry.vendor, product: inquiry.product },
+    createdAt: new Date(createdAt ?? Date.now()).toISOString(),
+    device: {
+      path: device.requestedPath,
+      vendor: inquiry.vendor,
+      product: inquiry.product,
+      ...(serialNumber ? { serialNumber } : {}),
+    },
     blockSize,
     capacityBytes,
-    changeBlockSize: options.changeBlockSize ?? blockSize,
+    changeBlockSize,
     ...(source ? { source } : {}),
     files: Object.fromEntries(formats.map((f) => [f, FILE_NAMES[f]])),
-    extents: [],
-    changedBytes: 0,
   };
+  const journalPath = join(dir, JOURNAL);
+
+  let state: JournalState | undefined;
+  if (restart) {
+    await rm(journalPath, { force: true });
+  } else {
+    state = await loadJournal(dir);
+    const existing = await readManifestIfAny(dir);
+    if (existing?.complete) {
+      // Done before (perhaps killed before the journal was removed): the same delta is kept.
+      compareIdentity(dir, headerOf(existing), current);
+      const scanned: Array<[number, number]> = [];
+      for await (const e of changedExtents(device, {
+        changeBlockSize,
+        ...pickScanOptions(readOptions),
+      }))
+        scanned.push([e.offset, e.length]);
+      const listed = mergeChunks(existing.extents);
+      if (JSON.stringify(scanned) !== JSON.stringify(listed))
+        throw new ExportMismatchError(
+          'extents',
+          `${listed.length} extent(s)`,
+          `${scanned.length} extent(s) that differ`,
+          dir,
+        );
+      await rm(journalPath, { force: true });
+      return existing;
+    }
+    if (state) compareIdentity(dir, state.start.manifest, current);
+    else if (existing) compareIdentity(dir, headerOf(existing), current);
+  }
+
+  // What to keep: a prefix of the synced chunks that ends where a scan can start again and
+  // split the rest exactly as an uninterrupted export would (a change block boundary).
+  const kept: Array<[number, number, string]> = state?.extents ? [...state.synced] : [];
+  while (kept.length > 0) {
+    const [offset, length] = kept[kept.length - 1]!;
+    const end = offset + length;
+    if (end % changeBlockSize === 0 || end === capacityBytes) break;
+    kept.pop();
+  }
+  const header = state?.extents ? state.start.manifest : current;
+  if (createdAt !== undefined) header.createdAt = current.createdAt;
+  const manifest: ExportManifest = {
+    ...header,
+    complete: false,
+    extents: kept.map(([offset, length, sha256]) => ({ offset, length, sha256 })),
+    changedBytes: kept.reduce((sum, [, length]) => sum + length, 0),
+  };
+  const resumeFrom = kept.length > 0 ? kept[kept.length - 1]![0] + kept[kept.length - 1]![1] : 0;
+  const resumed = kept.length > 0;
+  const rbdOffset = RBD_PREFIX + kept.reduce((sum, [, l]) => sum + RBD_RECORD_HEADER + l, 0);
+  // Resuming: the rest of the scan must match the first attempt's extents (same delta).
+  const originalExtents = resumed ? state?.extents : undefined;
+
   await writeManifest(dir, manifest);
-  const writers: DeltaWriter[] = [];
+  let journal: Journal | undefined;
+  const files: ExportFile[] = [];
+  const pending: Array<[number, number, string]> = [];
+  let pendingBytes = 0;
+  let lastFlush = performance.now();
+  let extentsRecord: Array<[number, number]> | undefined;
+  const flush = async (): Promise<void> => {
+    if (pending.length === 0 && !extentsRecord) return;
+    for (const file of files) await file.sync();
+    const records: unknown[] = [];
+    if (extentsRecord) records.push({ type: 'extents', extents: extentsRecord });
+    if (pending.length > 0) records.push({ type: 'synced', chunks: pending.splice(0) });
+    await journal!.append(records);
+    extentsRecord = undefined;
+    pendingBytes = 0;
+    lastFlush = performance.now();
+  };
   try {
+    if (resumed) {
+      journal = await Journal.reopen(journalPath);
+      onResume?.({
+        chunks: kept.length,
+        bytes: manifest.changedBytes,
+        totalBytes: (originalExtents ?? []).reduce((sum, [, l]) => sum + l, 0),
+      });
+    } else {
+      journal = await Journal.create(journalPath, { type: 'start', version: 1, manifest: header });
+    }
     for (const format of formats) {
-      const path = join(dir, FILE_NAMES[format]);
-      writers.push(
-        format === 'raw'
-          ? await createRawWriter(path, capacityBytes)
-          : await createRbdDiffWriter(path, capacityBytes),
+      files.push(
+        await openExportFile(
+          format,
+          join(dir, FILE_NAMES[format]),
+          capacityBytes,
+          resumed ? { rbdOffset } : undefined,
+        ),
       );
     }
+    let mismatch: ExportMismatchError | undefined;
+    const doneBefore = manifest.changedBytes;
+    let totalBytes = 0;
     // Each chunk is written before the next is asked for, so its buffer can be recycled.
-    const chunks = readChanged(device, { ...readOptions, checksum: 'sha256', reuseBuffers: true });
+    const chunks = readChanged(device, {
+      ...readOptions,
+      ...(resumeFrom > 0 ? { startLba: resumeFrom / blockSize } : {}),
+      checksum: 'sha256',
+      reuseBuffers: true,
+      onExtents: (extents) => {
+        const found = extents.map((e): [number, number] => [e.offset, e.length]);
+        if (originalExtents) {
+          const want = extentsFrom(originalExtents, resumeFrom);
+          if (JSON.stringify(want) !== JSON.stringify(found))
+            mismatch = new ExportMismatchError(
+              'extents',
+              `${want.length} changed extent(s) from byte ${resumeFrom}`,
+              `${found.length} that differ`,
+              dir,
+            );
+          totalBytes = originalExtents.reduce((sum, [, l]) => sum + l, 0);
+        } else {
+          extentsRecord = found;
+          totalBytes = found.reduce((sum, [, l]) => sum + l, 0);
+        }
+      },
+      ...(onProgress
+        ? {
+            onProgress: (p: ReadProgress) => {
+              const bytesRead = doneBefore + p.bytesRead;
+              onProgress({
+                ...p,
+                bytesRead,
+                totalBytes,
+                etaMs:
+                  p.bytesPerSecond > 0
+                    ? ((totalBytes - bytesRead) / p.bytesPerSecond) * 1000
+                    : undefined,
+              });
+            },
+          }
+        : {}),
+    });
     for await (const chunk of chunks) {
-      for (const writer of writers) await writer.write(chunk);
+      if (mismatch) throw mismatch;
+      for (const file of files) await file.write(chunk);
       manifest.extents.push({ offset: chunk.offset, length: chunk.length, sha256: chunk.sha256! });
       manifest.changedBytes += chunk.length;
+      pending.push([chunk.offset, chunk.length, chunk.sha256!]);
+      pendingBytes += chunk.length;
+      if (pendingBytes >= journalEveryBytes || performance.now() - lastFlush >= journalEveryMs)
+        await flush();
     }
-    for (const writer of writers.splice(0)) await writer.finish();
+    if (mismatch) throw mismatch;
+    while (files.length > 0) {
+      await files[0]!.finish();
+      files.shift();
+    }
     manifest.complete = true;
     await writeManifest(dir, manifest);
+    await journal.close();
+    journal = undefined;
+    await rm(journalPath, { force: true });
     return manifest;
   } catch (error) {
-    await Promise.allSettled(writers.map((w) => w.abort()));
-    await writeManifest(dir, manifest).catch(() => {}); // still complete: false, with what was read
+    if (!(error instanceof ExportMismatchError)) await flush().catch(() => {});
+    await Promise.allSettled(files.map((f) => f.close()));
+    await journal?.close().catch(() => {});
+    if (!(error instanceof ExportMismatchError)) await writeManifest(dir, manifest).catch(() => {}); // complete: false, with what was read
     throw error;
   }
+}
+
+/** The scan options among an export's read options. */
+function pickScanOptions(o: Omit<ExportOptions, 'formats' | 'source'>): ScanOptions {
+  const out: ScanOptions = {};
+  for (const key of [
+    'reportType',
+    'cdb',
+    'windowBlocks',
+    'allocationLength',
+    'signal',
+    'timeoutMs',
+  ] as const) {
+    if (o[key] !== undefined) (out as Record<string, unknown>)[key] = o[key];
+  }
+  return out;
 }
 
 /** The export is not usable (incomplete, damaged or inconsistent). */
