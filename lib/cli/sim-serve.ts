@@ -72,12 +72,20 @@ Options:
                              backups (block volume backups) differ by these byte ranges: a
                              delta volume at any changeBlockSizeInBytes serves them widened to
                              it; adds "oci":{endpoint, configFile, profile, instanceId,
-                             firstBackupId, secondBackupId} to the ready line
+                             instanceIds, firstBackupId, secondBackupId} to the ready line
   --oci-api-chap             its attachments require CHAP, with a fresh secret per attachment
                              handed out as chapUsername/chapSecret (like OCI with useChap)
   --oci-api-port P           its port (default: any free port)
   --oci-dir DIR              where its OCI config file and key go (default: a new temp dir,
                              removed when sim serve stops)
+  --instances N              instances in the fake tenancy (default 1, at most 1000), for a
+                             fleet of workers: each attaches to its own (--instance-id, or
+                             the metadata of one at ENDPOINT/imds/INSTANCE-OCID as --imds-url);
+                             instanceId is the first, instanceIds lists them all
+  --max-attachments N        volume attachments one instance may hold, not DETACHED (default
+                             32, as most OCI shapes); one more: 400 LimitExceeded
+  --volume-throughput MIB_S  read bandwidth of each delta volume in MiB/s, shared by its
+                             connections, like a volume performance level (default unlimited)
   --max-connections N        iSCSI connections at once; more get login status 3/02 (default 32)
   --max-sessions N           sessions kept; the oldest one without a connection goes (default 1024)
   --session-retain S         seconds a session waits for a reconnect with its TSIH (default 20)
@@ -109,6 +117,10 @@ Examples:
   lba-status sim serve --size 1G --random-changes 100 --seed 7 --port 0 --oci-api
   lba-status oci delta --attach userspace --endpoint URL --config-file F --instance-id I \
     --first-backup A --second-backup B
+
+  # A fleet's tenancy: 3 instances of 2 attachments each, volumes read at 20 MiB/s
+  lba-status sim serve --size 1G --random-changes 100 --seed 7 --port 0 --oci-api \
+    --instances 3 --max-attachments 2 --volume-throughput 20
 
   # Then, as root, log in with the kernel initiator (OCI's procedure):
   iscsiadm -m node -o new -T ${DEFAULT_IQN} -p 127.0.0.1:3260
@@ -289,6 +301,9 @@ async function run(argv: string[], io: CliIo): Promise<number> {
         'oci-api-port': { type: 'string' },
         'oci-api-chap': { type: 'boolean' },
         'oci-dir': { type: 'string' },
+        instances: { type: 'string' },
+        'max-attachments': { type: 'string' },
+        'volume-throughput': { type: 'string' },
         verbose: { type: 'boolean' },
         'max-connections': { type: 'string' },
         'max-sessions': { type: 'string' },
@@ -387,8 +402,22 @@ async function run(argv: string[], io: CliIo): Promise<number> {
     opts.limits = targetLimits(values);
     const chap = await chapOption(values, io);
     if (chap) opts.chap = chap;
-    if (values['oci-api-chap'] && !values['oci-api'])
-      throw new UsageError('--oci-api-chap needs --oci-api');
+    for (const flag of ['oci-api-chap', 'instances', 'max-attachments', 'volume-throughput'])
+      if (values[flag as 'instances'] !== undefined && !values['oci-api'])
+        throw new UsageError(`--${flag} needs --oci-api`);
+    const instances = parseCount(values.instances, 'instances');
+    if (instances !== undefined && (instances < 1 || instances > 1000))
+      throw new UsageError('--instances must be 1..1000');
+    const maxAttachments = parseCount(values['max-attachments'], 'max-attachments');
+    if (maxAttachments !== undefined && (maxAttachments < 1 || maxAttachments > 1024))
+      throw new UsageError('--max-attachments must be 1..1024');
+    let volumeThroughput: number | undefined;
+    if (values['volume-throughput'] !== undefined) {
+      const t = values['volume-throughput'];
+      volumeThroughput = /^\d+(\.\d+)?$/.test(t.trim()) ? Number(t) : Number.NaN;
+      if (!(volumeThroughput > 0 && volumeThroughput <= 1_000_000))
+        throw new UsageError(`--volume-throughput must be MiB/s, a number > 0; got '${t}'`);
+    }
     if (values.verbose) opts.log = (line) => io.stderr.write(`sim: ${line}\n`);
     if (io.signal.aborted) return ExitCode.aborted;
 
@@ -427,6 +456,11 @@ async function run(argv: string[], io: CliIo): Promise<number> {
           dataSeed: seed,
           targetHost: opts.host ?? '127.0.0.1',
           ...(values['oci-api-chap'] ? { chap: true } : {}),
+          ...(instances === undefined ? {} : { instances }),
+          ...(maxAttachments === undefined ? {} : { maxAttachmentsPerInstance: maxAttachments }),
+          ...(volumeThroughput === undefined
+            ? {}
+            : { volumeThroughputBytesPerSec: volumeThroughput * 2 ** 20 }),
           faults,
           ...(opts.log ? { log: opts.log } : {}),
         });
@@ -446,6 +480,7 @@ async function run(argv: string[], io: CliIo): Promise<number> {
                   configFile: oci.info.configFile,
                   profile: oci.info.profile,
                   instanceId: oci.info.instanceId,
+                  instanceIds: oci.info.instanceIds,
                   firstBackupId: oci.info.firstBackupId,
                   secondBackupId: oci.info.secondBackupId,
                 },

@@ -56,6 +56,11 @@ export interface SimulatorOptions {
    * MaxRecvDataSegmentLength it declares, reply bytes queued per connection (see TargetLimits).
    */
   limits?: Partial<TargetLimits>;
+  /**
+   * Read bandwidth of the volume in bytes per second, shared by every connection (like a volume
+   * performance level; default unlimited). READ replies wait until their bytes fit.
+   */
+  readBytesPerSecond?: number;
   /** Diagnostic log sink (one line per event). */
   log?: (line: string) => void;
 }
@@ -108,6 +113,7 @@ const optionKeys = [
   'maxTransferBytes',
   'log',
   'limits',
+  'readBytesPerSecond',
 ] as const;
 
 /**
@@ -202,6 +208,8 @@ export async function startSimulator(options: SimulatorOptions): Promise<Simulat
   if (options.chap) targetOpts.chap = options.chap;
   if (options.log) targetOpts.log = options.log;
   if (options.limits !== undefined) targetOpts.limits = options.limits;
+  if (options.readBytesPerSecond !== undefined)
+    targetOpts.readBytesPerSecond = options.readBytesPerSecond;
   const target = new IscsiTarget(targetOpts);
   const addr = await target.listen();
   const portalHost = addr.host.includes(':') ? `[${addr.host}]` : addr.host;

@@ -55,6 +55,11 @@ export interface TargetOptions {
   log?: (line: string) => void;
   /** Resource limits (each defaults to {@link defaultTargetLimits}). */
   limits?: Partial<TargetLimits>;
+  /**
+   * Read bandwidth of the volume in bytes per second, shared by all its connections, like a
+   * volume performance level: a READ's reply waits until its bytes fit (default: unlimited).
+   */
+  readBytesPerSecond?: number;
 }
 
 /** What the target holds at most; every limit has a `sim serve` flag. */
@@ -231,10 +236,15 @@ export class IscsiTarget {
   #connections = new Set<Connection>();
   #tsih = new TsihAllocator((tsih) => this.#sessions.has(tsih));
   #address: { host: string; port: number } | undefined;
+  /** When the volume's read bandwidth is free again (performance.now() ms). */
+  #readFreeAt = 0;
 
   constructor(options: TargetOptions) {
     this.options = options;
     this.limits = resolveTargetLimits(options.limits);
+    const rate = options.readBytesPerSecond;
+    if (rate !== undefined && !(Number.isFinite(rate) && rate > 0))
+      throw new RangeError(`readBytesPerSecond must be a positive number; got ${String(rate)}`);
     this.#server = net.createServer((socket) => this.#accept(socket));
   }
 
@@ -275,6 +285,19 @@ export class IscsiTarget {
     this.#byPort.clear();
     this.#detached.clear();
     await closed;
+  }
+
+  /**
+   * How long a READ of `bytes` waits for the volume's read bandwidth (0 when unlimited): the
+   * bytes of all connections' READs are served one after another at `readBytesPerSecond`.
+   */
+  readDelayMs(bytes: number): number {
+    const rate = this.options.readBytesPerSecond;
+    if (rate === undefined || bytes <= 0) return 0;
+    const now = performance.now();
+    const start = Math.max(now, this.#readFreeAt);
+    this.#readFreeAt = start + (bytes * 1000) / rate;
+    return this.#readFreeAt - now;
   }
 
   /** Drops every connection at once (like a network failure). */
@@ -1078,12 +1101,19 @@ class Connection {
       }
       this.#respond(pdu, result);
     };
-    if (decision.latencyMs > 0) {
+    // READ(10)/READ(16) to the volume wait for its read bandwidth (readBytesPerSecond).
+    const op = pdu.cdb[0];
+    const throttleMs =
+      pdu.lun === VOLUME_LUN && (op === 0x28 || op === 0x88)
+        ? target.readDelayMs(pdu.expectedDataTransferLength)
+        : 0;
+    const delayMs = decision.latencyMs + throttleMs;
+    if (delayMs > 0) {
       // A delayed reply also waits for the reply queue to drain below its high-water mark.
       task.timer = setTimeout(() => {
         if (this.#congested || this.#deferred.length > 0) this.#deferred.push(run);
         else run();
-      }, decision.latencyMs);
+      }, delayMs);
     } else run();
   }
 

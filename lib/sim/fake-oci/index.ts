@@ -14,6 +14,7 @@ export {
 export {
   type AttachTarget,
   type AttachTargetContext,
+  DEFAULT_MAX_ATTACHMENTS_PER_INSTANCE,
   FAKE_OCI_LIMITS,
   type FakeBackup,
   type FakeInstance,

@@ -5,6 +5,10 @@
  * (lib/sim) that serves that byte set widened to the delta's changeBlockSizeInBytes and merged,
  * so deltas at any two change block sizes describe the same changes; detaching stops it. This is what `lba-status sim serve --oci-api` runs, so that
  * `lba-status oci delta` works end to end on one machine.
+ *
+ * A fleet: `instances` instances (each with its own attachment limit, `maxAttachmentsPerInstance`),
+ * and `volumeThroughputBytesPerSec` caps each delta volume's read bandwidth like a volume
+ * performance level, so that adding workers measurably adds throughput on a small machine.
  */
 import { join } from 'node:path';
 import { type BlockExtent, type ByteExtent, ChangedMap } from '../changed-map.js';
@@ -40,6 +44,15 @@ export interface OciSimulationOptions {
   faults?: SimulatorOptions['faults'];
   /** Boot volume backups instead of block volume backups. */
   boot?: boolean;
+  /** Instances in the tenancy (default 1): workers of a fleet attach to their own. */
+  instances?: number;
+  /** Attachments one instance may hold (default 32); one more gets 400 LimitExceeded. */
+  maxAttachmentsPerInstance?: number;
+  /**
+   * Read bandwidth of each delta volume in bytes per second, shared by the connections to it
+   * (default unlimited), like a volume performance level.
+   */
+  volumeThroughputBytesPerSec?: number;
   log?: (line: string) => void;
 }
 
@@ -47,7 +60,10 @@ export interface OciSimulationInfo {
   endpoint: string;
   configFile: string;
   profile: string;
+  /** The first instance. */
   instanceId: string;
+  /** Every instance, the first one first. */
+  instanceIds: string[];
   compartmentId: string;
   availabilityDomain: string;
   firstBackupId: string;
@@ -100,7 +116,18 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
   const simulators = new Map<string, Simulator>();
   const host = options.targetHost ?? '127.0.0.1';
   const log = options.log;
+  const instanceCount = options.instances ?? 1;
+  if (!Number.isSafeInteger(instanceCount) || instanceCount < 1 || instanceCount > 1000)
+    throw new RangeError(`instances must be an integer in 1..1000; got ${String(instanceCount)}`);
+  const throughput = options.volumeThroughputBytesPerSec;
+  if (throughput !== undefined && !(Number.isFinite(throughput) && throughput > 0))
+    throw new RangeError(
+      `volumeThroughputBytesPerSec must be a positive number; got ${String(throughput)}`,
+    );
   const api = new FakeOciApi({
+    ...(options.maxAttachmentsPerInstance === undefined
+      ? {}
+      : { maxAttachmentsPerInstance: options.maxAttachmentsPerInstance }),
     ...(options.apiPort === undefined ? {} : { port: options.apiPort }),
     ...(options.delays ? { delays: options.delays } : {}),
     attachTarget: async (ctx: AttachTargetContext) => {
@@ -124,6 +151,7 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
             }
           : {}),
         ...(options.faults ? { faults: options.faults } : {}),
+        ...(throughput === undefined ? {} : { readBytesPerSecond: throughput }),
         ...(log ? { log } : {}),
       };
       const sim = await startSimulator(simOptions);
@@ -145,6 +173,8 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
       }
     },
   });
+  for (let i = 1; i < instanceCount; i++)
+    api.addInstance({ displayName: `fake-instance-${i + 1}` });
   await api.start();
   try {
     const credentials = await api.createCredentials(join(options.dir, 'oci'));
@@ -180,6 +210,7 @@ export async function startOciSimulation(options: OciSimulationOptions): Promise
       configFile: credentials.configFile as string,
       profile: credentials.profile ?? 'DEFAULT',
       instanceId: api.instance.id,
+      instanceIds: api.instances().map((i) => i.id),
       compartmentId: api.compartmentId,
       availabilityDomain: api.availabilityDomain,
       firstBackupId: first.id,

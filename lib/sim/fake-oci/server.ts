@@ -13,6 +13,12 @@
  * of connections are limited. Deleted volumes stay TERMINATED and detached attachments DETACHED
  * for `delays.forgetMs`, then are gone (404) and forgotten.
  *
+ * A fleet: `addInstance()` adds instances (the first one is `instance`). Each instance holds at
+ * most `maxAttachmentsPerInstance` attachments that are not DETACHED (default 32, the block volume
+ * attachment limit of most OCI shapes); one more is refused with 400 LimitExceeded. The instance
+ * metadata endpoint answers for the first instance at `/opc/v2/instance/` and for any instance at
+ * `/imds/<instance OCID>/opc/v2/instance/` (an `imdsUrl` of `<endpoint>/imds/<instance OCID>`).
+ *
  * Errors carry OCI's shape, `{"code": "...", "message": "..."}` with an `opc-request-id` header,
  * and the codes of OCI's API error list: 400 MissingParameter / InvalidParameter /
  * CannotParseRequest, 401 NotAuthenticated, 404 NotAuthorizedOrNotFound (unknown resource,
@@ -172,7 +178,15 @@ export interface FakeOciApiOptions {
   availabilityDomain?: string;
   /** HTTP server limits; unset fields take {@link FAKE_OCI_LIMITS}. */
   limits?: FakeOciLimits;
+  /**
+   * Attachments (not DETACHED) one instance may hold; one more is refused with 400
+   * LimitExceeded (default {@link DEFAULT_MAX_ATTACHMENTS_PER_INSTANCE}).
+   */
+  maxAttachmentsPerInstance?: number;
 }
+
+/** Default per-instance attachment limit: 32, OCI's block volume limit for most shapes. */
+export const DEFAULT_MAX_ATTACHMENTS_PER_INSTANCE = 32;
 
 /** A failure injected on demand. */
 export interface OciFaultSpec {
@@ -262,6 +276,8 @@ export class FakeOciApi {
   readonly availabilityDomain: string;
   readonly compartmentId: string;
   readonly limits: Readonly<Required<FakeOciLimits>>;
+  /** Attachments (not DETACHED) one instance may hold (see FakeOciApiOptions). */
+  maxAttachmentsPerInstance: number;
   /**
    * The most recent requests (at most `limits.requestLogSize`, oldest first), signed or not.
    * Tests may filter it or empty it (`requests.length = 0`).
@@ -298,6 +314,12 @@ export class FakeOciApi {
     };
     this.limits = checkLimits({ ...FAKE_OCI_LIMITS, ...options.limits });
     this.deltaFeatureEnabled = options.deltaFeatureEnabled ?? true;
+    const maxAttach = options.maxAttachmentsPerInstance ?? DEFAULT_MAX_ATTACHMENTS_PER_INSTANCE;
+    if (!Number.isSafeInteger(maxAttach) || maxAttach < 1)
+      throw new RangeError(
+        `maxAttachmentsPerInstance must be a positive integer; got ${String(maxAttach)}`,
+      );
+    this.maxAttachmentsPerInstance = maxAttach;
     this.region = options.region ?? 'us-ashburn-1';
     this.availabilityDomain = options.availabilityDomain ?? 'Uocm:US-ASHBURN-AD-1';
     this.compartmentId = fakeOcid('compartment');
@@ -350,6 +372,16 @@ export class FakeOciApi {
     this.#compartments.add(inst.compartmentId);
     this.#availabilityDomains.add(inst.availabilityDomain);
     return inst;
+  }
+
+  /** Every instance, the first (`instance`) first. */
+  instances(): FakeInstance[] {
+    return [...this.#instances.values()].map((i) => ({ ...i }));
+  }
+
+  /** The instance metadata base URL (`imdsUrl`) of an instance of this API. */
+  imdsUrl(instanceId: string = this.instance.id): string {
+    return `${this.endpoint}/imds/${encodeURIComponent(instanceId)}`;
   }
 
   addBackup(partial: Partial<FakeBackup> & { kind?: 'block' | 'boot' } = {}): FakeBackup {
@@ -650,13 +682,25 @@ export class FakeOciApi {
       return;
     }
 
-    if (url.pathname === '/opc/v2/instance' || url.pathname === '/opc/v2/instance/') {
+    const imds = /^(?:\/imds\/([^/]+))?\/opc\/v2\/instance\/?$/.exec(url.pathname);
+    if (imds) {
       log.operation = 'InstanceMetadata';
       if (req.headers.authorization !== 'Bearer Oracle') {
         fail(401, 'NotAuthenticated', 'IMDS v2 needs the header Authorization: Bearer Oracle');
         return;
       }
-      const i = this.instance;
+      let i: FakeInstance | undefined = this.instance;
+      if (imds[1] !== undefined) {
+        let id: string | undefined;
+        try {
+          id = decodeURIComponent(imds[1]);
+        } catch {}
+        i = id === undefined ? undefined : this.#instances.get(id);
+      }
+      if (!i) {
+        fail(404, 'NotFound', 'there is no instance at this metadata path');
+        return;
+      }
       reply(200, {
         id: i.id,
         compartmentId: i.compartmentId,
@@ -1196,6 +1240,16 @@ export class FakeOciApi {
       (a) => a.json.volumeId === volumeId && stateAt(a.timeline) !== 'DETACHED',
     );
     if (live) throw new HttpError(409, 'Conflict', `volume ${volumeId} is already attached`);
+    // The instance's attachment limit: what is not DETACHED counts (DETACHING included).
+    let held = 0;
+    for (const a of this.#attachments.values())
+      if (a.json.instanceId === instanceId && stateAt(a.timeline) !== 'DETACHED') held++;
+    if (held >= this.maxAttachmentsPerInstance)
+      throw new HttpError(
+        400,
+        'LimitExceeded',
+        `instance ${instanceId} already has ${held} volume attachments, the limit for its shape (${this.maxAttachmentsPerInstance}); detach a volume first`,
+      );
     const a = await this.makeAttachment(
       v,
       instanceId,
