@@ -12,7 +12,7 @@
  * TERMINATED (404 = gone). A failure or abort during provisioning releases whatever was created
  * before the promise rejects.
  */
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type * as OciCore from 'oci-core';
 import { iscsiUrl, OCI_VOLUME_LUN, withDeviceOptions } from '../provision/device.js';
@@ -461,6 +461,9 @@ export class OciDeltaVolumeProvisioner
     throwIfAborted(signal);
     const { kind, changeBlockSize } = validateDeltaRequest(options);
     const jobId = options.jobId ?? randomUUID();
+    // One token per provision() call, the same across that call's SDK retries: a re-run of the
+    // job (after its volume was deleted) must not reuse a token OCI has invalidated (409).
+    const tokenBase = retryTokenBase(jobId);
     const state: JobState = {
       kind,
       jobId,
@@ -519,7 +522,7 @@ export class OciDeltaVolumeProvisioner
                       ...source,
                     } as OciCore.models.VolumeSourceFromVolumeBackupDeltaDetails,
                   },
-                  opcRetryToken: `lba-status-${jobId}-create`,
+                  opcRetryToken: `${tokenBase}-create`,
                 })
               ).volume
             : (
@@ -531,7 +534,7 @@ export class OciDeltaVolumeProvisioner
                       ...source,
                     } as OciCore.models.BootVolumeSourceFromBootVolumeBackupDeltaDetails,
                   },
-                  opcRetryToken: `lba-status-${jobId}-create`,
+                  opcRetryToken: `${tokenBase}-create`,
                 })
               ).bootVolume;
       } catch (err) {
@@ -573,7 +576,7 @@ export class OciDeltaVolumeProvisioner
               useChap: false,
               displayName: `lba-status-delta-${jobId.slice(0, 8)}`,
             } as OciCore.models.AttachIScsiVolumeDetails,
-            opcRetryToken: `lba-status-${jobId}-attach`,
+            opcRetryToken: `${tokenBase}-attach`,
           })
         ).volumeAttachment;
       } catch (err) {
@@ -780,6 +783,124 @@ export class OciDeltaVolumeProvisioner
     }
   }
 
+  /**
+   * Removes every volume tagged with this job id (`lba-status-job`), whatever its age — the
+   * leftovers of a crashed attempt of the job — with their attachments and, for kernel
+   * sessions on this instance, the iSCSI session and node record. Run it before a job's retry
+   * provisions again (`runDeltaJob` does). Throws ERR_OCI_RELEASE naming what is left.
+   */
+  async sweepJob(
+    jobId: string,
+    options: { signal?: AbortSignal; onProgress?: (e: ProvisionProgress) => void } = {},
+  ): Promise<{ volumes: string[]; attachments: string[] }> {
+    const progress = (step: string, phase: ProvisionProgress['phase'], detail?: string) =>
+      options.onProgress?.({ step, phase, ...(detail === undefined ? {} : { detail }) });
+    const me = await this.instance(options.signal);
+    const { blockstorage, compute } = await this.clients();
+    const found: Array<{ kind: DeltaVolumeKind; volume: AnyVolume }> = [];
+    for (const kind of ['block', 'boot'] as const) {
+      let page: string | undefined;
+      do {
+        throwIfAborted(options.signal);
+        let r: { items: AnyVolume[]; opcNextPage?: string };
+        try {
+          r =
+            kind === 'block'
+              ? await blockstorage.listVolumes({
+                  compartmentId: me.compartmentId,
+                  ...(page ? { page } : {}),
+                })
+              : await blockstorage.listBootVolumes({
+                  compartmentId: me.compartmentId,
+                  ...(page ? { page } : {}),
+                });
+        } catch (err) {
+          throw fromOciError(err, kind === 'block' ? 'listVolumes' : 'listBootVolumes');
+        }
+        for (const v of r.items)
+          if (
+            v.freeformTags?.[TAG_MARK] === TAG_MARK_VALUE &&
+            v.freeformTags?.[TAG_JOB] === jobId &&
+            v.lifecycleState !== 'TERMINATED'
+          )
+            found.push({ kind, volume: v });
+        page = r.opcNextPage || undefined;
+      } while (page);
+    }
+    const result = { volumes: [] as string[], attachments: [] as string[] };
+    const errors: unknown[] = [];
+    const left: string[] = [];
+    for (const { kind, volume } of found) {
+      throwIfAborted(options.signal);
+      let attachments: VolumeAttachment[];
+      try {
+        attachments = (
+          await compute.listVolumeAttachments({
+            compartmentId: me.compartmentId,
+            volumeId: volume.id,
+          })
+        ).items.filter((a) => a.lifecycleState !== 'DETACHED');
+      } catch (err) {
+        errors.push(fromOciError(err, 'listVolumeAttachments', volume.id));
+        left.push(`volume ${volume.id}`);
+        continue;
+      }
+      let detached = true;
+      for (const a of attachments) {
+        const iscsi = a as IScsiVolumeAttachment;
+        if (
+          volume.freeformTags?.[TAG_ATTACH] !== 'userspace' &&
+          a.instanceId === me.id &&
+          iscsi.iqn &&
+          iscsi.ipv4 &&
+          iscsi.port
+        ) {
+          const t: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
+          progress('logout', 'start', t.iqn);
+          try {
+            await this.iscsiadm.logout(t);
+            await this.iscsiadm.deleteNode(t);
+            progress('logout', 'done', t.iqn);
+          } catch (err) {
+            errors.push(err); // the detach below still ends the session from the other side
+          }
+        }
+        progress('detach', 'start', a.id);
+        try {
+          await this.detachAndWait(a.id);
+          result.attachments.push(a.id);
+          progress('detach', 'done', a.id);
+        } catch (err) {
+          detached = false;
+          errors.push(err);
+          left.push(`attachment ${a.id}`);
+        }
+      }
+      if (!detached) {
+        left.push(`volume ${volume.id} (billed at full size!)`);
+        continue;
+      }
+      progress('delete', 'start', volume.id);
+      try {
+        await this.deleteAndWait(kind, volume.id);
+        result.volumes.push(volume.id);
+        progress('delete', 'done', volume.id);
+      } catch (err) {
+        errors.push(err);
+        left.push(`volume ${volume.id} (billed at full size!)`);
+      }
+    }
+    if (left.length > 0) {
+      throw new OciDeltaError(
+        'ERR_OCI_RELEASE',
+        `sweeping the leftovers of job ${jobId} failed: ${errors.map((e) => (e as Error)?.message ?? String(e)).join('; ')}. ` +
+          `Left behind: ${left.join(', ')}. Run \`lba-status oci sweep\`.`,
+        { cause: new AggregateError(errors) },
+      );
+    }
+    return result;
+  }
+
   /** The create call failed without an answer: find the volume our retry token may have made. */
   private async findJobVolume(state: JobState): Promise<void> {
     if (!state.compartmentId) return;
@@ -880,6 +1001,18 @@ export class OciDeltaVolumeProvisioner
       ...this.releasePoll(),
     });
   }
+}
+
+/**
+ * `lba-status-<job>-<attempt>` (≤ 56 characters + `-create`/`-attach`, within OCI's 64 for a
+ * retry token): the job id
+ * itself when it is short and plain, else a hash of it; the attempt part is new per call.
+ */
+function retryTokenBase(jobId: string): string {
+  const job = /^[A-Za-z0-9._-]{1,36}$/.test(jobId)
+    ? jobId
+    : `h${createHash('sha256').update(jobId).digest('hex').slice(0, 24)}`;
+  return `lba-status-${job}-${randomUUID().slice(0, 8)}`;
 }
 
 function statusIn(err: unknown, statuses: number[]): boolean {
