@@ -16,11 +16,13 @@
 #   clang-14, libclang-rt-14-dev, llvm-14  `npm run fuzz`: libFuzzer, ASan/UBSan runtimes,
 #                    llvm-symbolizer (fuzz/build.sh)
 #   redis-server     the fleet tests' queue (test/fleet starts its own on a free port, AOF on)
+#   g++-aarch64-linux-gnu, qemu-user  the linux-arm64 prebuild: cross-built by prepack, loaded
+#                    and tested under qemu-user by npm run test:pack
 set -euo pipefail
 
 PKGS=(user-mode-linux kmod sg3-utils tgt open-iscsi libiscsi-bin iproute2 util-linux
   qemu-utils qemu-block-extra gcc libc6-dev clang-format clang-14 libclang-rt-14-dev llvm-14
-  redis-server)
+  redis-server g++-aarch64-linux-gnu qemu-user)
 
 say() { echo "setup-system: $*"; }
 [ "$(uname -s)" = Linux ] || { say "not Linux; nothing to do"; exit 0; }
