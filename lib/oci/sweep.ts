@@ -12,13 +12,18 @@ import { OciDeltaError } from './errors.js';
 import type { IscsiTarget } from './iscsiadm.js';
 import type { OciDeltaVolumeProvisioner } from './provisioner.js';
 import { fromOciError } from './sdk.js';
-import { isOurs, TAG_ATTACH, TAG_CREATED } from './tags.js';
+import { isOurs, TAG_ATTACH, TAG_CREATED, TAG_INSTANCE } from './tags.js';
 
 export interface SweepOptions {
   /** Only volumes created longer ago than this (ms; default 1 h) — never a running job's volume. */
   olderThanMs?: number;
   /** Compartment to search (default: this instance's). */
   compartmentId?: string;
+  /**
+   * Only volumes made from this instance (tag lba-status-instance). A fleet's worker sweeps its
+   * own instance at start without touching the volumes other instances' running jobs hold.
+   */
+  instanceId?: string;
   /** Report what would be removed without removing anything. */
   dryRun?: boolean;
   signal?: AbortSignal;
@@ -80,6 +85,7 @@ export async function sweep(
             : await blockstorage.listBootVolumes({ compartmentId: cid, ...(page ? { page } : {}) });
         for (const v of r.items as AnyVolume[]) {
           if (!isOurs(v.freeformTags) || v.lifecycleState === 'TERMINATED') continue;
+          if (options.instanceId && v.freeformTags?.[TAG_INSTANCE] !== options.instanceId) continue;
           const created =
             Date.parse(v.freeformTags?.[TAG_CREATED] ?? '') || new Date(v.timeCreated).getTime();
           if (created <= cutoff) candidates.push({ kind, volume: v });
