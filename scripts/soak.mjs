@@ -131,13 +131,36 @@ const serverArgs = [
   String(changeBlockSize),
   expectedFile,
   ...faults.flatMap((f) => ['--fault', f]),
+  '--verbose', // one line per login, logout, failed command and dropped connection: counted below
 ];
 const server = spawn(process.execPath, serverArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
 let serverExit;
 let serverErr = '';
 server.stderr.setEncoding('utf8');
+/** What the target's --verbose log says happened: logins, faults served, drops. */
+const served = { logins: 0, logouts: 0, drops: 0, faultStatus: {} };
+let serverPartial = '';
 server.stderr.on('data', (s) => {
   serverErr = (serverErr + s).slice(-10_000);
+  const lines = (serverPartial + s).split('\n');
+  serverPartial = lines.pop();
+  for (const line of lines) {
+    if (/^sim: login /.test(line)) served.logins++;
+    else if (/^sim: logout /.test(line)) served.logouts++;
+    else if (/^sim: fault: dropping/.test(line)) served.drops++;
+    else {
+      const m = /^sim: cmd \S+ lun=\d+ status=(0x[0-9a-f]+)(?: sense=(\w+))?/.exec(line);
+      if (m) {
+        const name =
+          { '0x2': 'CHECK CONDITION', '0x8': 'BUSY', '0x28': 'TASK SET FULL' }[m[1]] ?? m[1];
+        // Fixed-format sense in hex: key in byte 2, ASC/ASCQ in bytes 12/13.
+        const sense = m[2] && /^[0-9a-f]{28,}$/.test(m[2]) ? Buffer.from(m[2], 'hex') : undefined;
+        const hex = (b) => b.toString(16).padStart(2, '0');
+        const key = sense ? `${name} ${sense[2] & 0xf}/${hex(sense[12])}/${hex(sense[13])}` : name;
+        served.faultStatus[key] = (served.faultStatus[key] ?? 0) + 1;
+      }
+    }
+  }
 });
 server.on('exit', (code, signal) => {
   serverExit = { code, signal };
@@ -316,6 +339,16 @@ for (const [op, c] of Object.entries(counts).sort()) {
   );
 }
 for (const [e, n] of Object.entries(errors)) say(`  error ×${n}: ${e}`);
+const faulted = Object.values(served.faultStatus).reduce((a, b) => a + b, 0);
+say(
+  `sim serve: ${served.logins} logins, ${served.logouts} logouts, ${faulted} commands answered with a fault or error status (${
+    Object.entries(served.faultStatus)
+      .map(([k, n]) => `${k} ×${n}`)
+      .join(', ') || 'none'
+  }), ${served.drops} connections dropped`,
+);
+if (opsTotal >= 50 && faulted === 0)
+  problems.push('no fault fired: the soak did not exercise the retries');
 for (const p of ['client', 'server']) {
   const rss = samples.map((s) => s[p].rss);
   if (rss.length === 0) continue;
@@ -326,7 +359,7 @@ for (const p of ['client', 'server']) {
 if (values.json) {
   writeFileSync(
     values.json,
-    `${JSON.stringify({ seed, minutes, intervalS, faults, samples, counts, errors, growth, problems }, null, 1)}\n`,
+    `${JSON.stringify({ seed, minutes, intervalS, faults, samples, counts, errors, served, growth, problems }, null, 1)}\n`,
   );
 }
 rmSync(work, { recursive: true, force: true });
