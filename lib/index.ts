@@ -39,6 +39,7 @@ export {
 } from './errors.js';
 export {
   applyExport,
+  checkExportDir,
   createRawWriter,
   createRbdDiffWriter,
   type DeltaWriter,

@@ -104,7 +104,12 @@ ${COMMON_OPTIONS}
   --timeout-ms N          deadline for each lifecycle wait (default 1200000)
   --export DIR            also export the changed data before cleanup: DIR/manifest.json (with
                           both backup OCIDs and a SHA-256 per chunk), delta.img, delta.rbd-diff
-                          (see 'lba-status export --help')
+                          (see 'lba-status export --help'). Resumable: run the same command
+                          again after a crash or kill and the export continues on the new delta
+                          volume (the delta of two backups does not depend on the volume); DIR
+                          holding another delta's export (other backups, change block size) is
+                          refused with exit 2 before any volume is created
+  --restart               with --export: start DIR over instead of resuming it
   --format F              ndjson (default when piped) | json | text (default on a terminal)
   --no-progress           no step lines on stderr
   -h, --help              this help
@@ -113,7 +118,8 @@ Output (ndjson): one changed extent per line, as 'scan --changed-only' prints it
   {"lba":96,"blocks":16,"status":3,"additional":0}
 
 Exit status: 0 ok, 1 OCI failure (one line on stderr; cleanup failures name what was left —
-run 'lba-status oci sweep'), 2 usage, 3 system error (e.g. the portal refused the connection),
+run 'lba-status oci sweep'), 2 usage, or --export DIR holds another delta's export
+(ERR_LBA_STATUS_EXPORT_MISMATCH), 3 system error (e.g. the portal refused the connection),
 4 SCSI error, 5 transport error (iSCSI login refused included), 6 malformed reply,
 130 interrupted (after cleanup).
 
@@ -208,6 +214,10 @@ export type DeltaExporter = (
     firstBackupId: string;
     secondBackupId: string;
     signal: AbortSignal;
+    /** Start the directory over instead of resuming it. */
+    restart?: boolean;
+    /** The manifest's createdAt (SOURCE_DATE_EPOCH); default the first attempt's start. */
+    createdAt?: Date;
   },
 ) => Promise<{ extents: number; changedBytes: number; complete: boolean }>;
 
@@ -219,6 +229,8 @@ const defaultExporter: DeltaExporter = async (volume, dir, options) => {
       changeBlockSize: options.changeBlockSize,
       source: { firstBackupId: options.firstBackupId, secondBackupId: options.secondBackupId },
       signal: options.signal,
+      ...(options.restart ? { restart: true } : {}),
+      ...(options.createdAt ? { createdAt: options.createdAt } : {}),
     });
     return {
       extents: manifest.extents.length,
@@ -253,6 +265,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
         'change-block-size': { type: 'string' },
         'timeout-ms': { type: 'string' },
         export: { type: 'string' },
+        restart: { type: 'boolean' },
         attach: { type: 'string' },
         'no-progress': { type: 'boolean' },
       },
@@ -277,6 +290,16 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
       throw new UsageError(`--attach must be iscsiadm or userspace, got '${values.attach}'`);
     if (attach === 'userspace' && values.iscsiadm !== undefined)
       throw new UsageError('--iscsiadm applies only to --attach iscsiadm');
+    if (values.restart && !values.export) throw new UsageError('--restart applies to --export DIR');
+    const createdAt = sourceDateEpoch(io);
+    if (values.export && !values.restart) {
+      // Before anything is created (and billed): DIR must hold nothing or this delta's export.
+      const lib = await import('../index.js');
+      await lib.checkExportDir(values.export, {
+        source: { firstBackupId: first, secondBackupId: second },
+        changeBlockSize: changeBlockSize ?? 4096,
+      });
+    }
     const base = { ...deps.config, attach };
     if (timeoutMs !== undefined) base.poll = { ...base.poll, timeoutMs };
     const provisioner = new OciDeltaVolumeProvisioner(configFrom(values, io, base));
@@ -334,6 +357,8 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
               firstBackupId: first,
               secondBackupId: second,
               signal,
+              ...(values.restart ? { restart: true } : {}),
+              ...(createdAt ? { createdAt } : {}),
             });
             onProgress({
               step: 'export',
@@ -441,6 +466,15 @@ export function createOciSweepCommand(deps: OciCommandDeps = {}): CliCommand {
   };
 }
 
+/** SOURCE_DATE_EPOCH (seconds) for a reproducible manifest, as in `export`. */
+function sourceDateEpoch(io: CliIo): Date | undefined {
+  const raw = io.env.SOURCE_DATE_EPOCH;
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw))
+    throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, got '${raw}'`);
+  return new Date(Number(raw) * 1000);
+}
+
 async function write(io: CliIo, text: string): Promise<void> {
   if (!io.stdout.write(text)) await new Promise((resolve) => io.stdout.once('drain', resolve));
 }
@@ -485,6 +519,13 @@ function guardedOci(run: (args: string[], io: CliIo) => Promise<number>) {
     try {
       return await withSdkWarnings(io, () => run(args, io));
     } catch (caught) {
+      // --export DIR holds another delta's export: a conflict of the command line, not of OCI.
+      const first = caught instanceof AggregateError ? caught.errors[0] : caught;
+      if ((first as { code?: unknown })?.code === 'ERR_LBA_STATUS_EXPORT_MISMATCH') {
+        for (const e of caught instanceof AggregateError ? caught.errors : [caught])
+          io.stderr.write(`lba-status: ${(e as Error)?.message ?? String(e)}\n`);
+        return ExitCode.usage;
+      }
       const error =
         io.signal.aborted && !isAbortError(caught) && !(caught instanceof AggregateError)
           ? abortError(io.signal)

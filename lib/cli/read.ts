@@ -9,6 +9,7 @@ import {
   createRbdDiffWriter,
   type DeltaWriter,
   type ExportFormat,
+  ExportMismatchError,
   exportChanged,
   VerifyMismatchError,
   verifyDevice,
@@ -69,6 +70,20 @@ Options:
   --change-block-size N, --concurrency N, --chunk-size N, --method M, --engine E,
   --no-progress            as for read
   --first-backup ID, --second-backup ID   recorded in the manifest
+  --restart                start over even when DIR holds an interrupted export of this device
+
+Resuming: DIR keeps a journal (journal.ndjson) of the chunks already synced to disk. Run the
+same command again after a crash, a kill or an error and it continues where the journal ends:
+the result is byte-identical to an uninterrupted export. It first checks that DIR is an export
+of the same delta — device path, vendor, product and serial number (or, with --first-backup and
+--second-backup, both backup OCIDs: any delta volume of the two backups will do), block size,
+capacity, change block size and formats — and refuses with exit 2 naming the difference
+(ERR_LBA_STATUS_EXPORT_MISMATCH) when it is not. A complete export is left as it is. The
+manifest's createdAt is the first attempt's start (SOURCE_DATE_EPOCH, in seconds, overrides it).
+
+Exit status: 0 complete, 1 export failure (DIR stays resumable), 2 usage, or DIR holds another
+delta's export, 3 system error, 4 SCSI error, 5 transport error, 6 malformed reply,
+130 interrupted (DIR stays resumable).
 
 ${DEVICE_OPTIONS_HELP}
 
@@ -247,6 +262,7 @@ async function runExport(args: string[], io: CliIo): Promise<number> {
       format: { type: 'string' },
       'first-backup': { type: 'string' },
       'second-backup': { type: 'string' },
+      restart: { type: 'boolean' },
     },
   });
   if (values.help) {
@@ -267,22 +283,41 @@ async function runExport(args: string[], io: CliIo): Promise<number> {
       values['first-backup'] || values['second-backup']
         ? { firstBackupId: values['first-backup'], secondBackupId: values['second-backup'] }
         : undefined;
+    const createdAt = sourceDateEpoch(io);
     const manifest = await exportChanged(device, values.dir, {
       ...options,
       formats: format === 'both' ? ['raw', 'rbd-diff'] : [format as ExportFormat],
       source,
       signal: io.signal,
       onProgress: bar,
+      ...(values.restart ? { restart: true } : {}),
+      ...(createdAt ? { createdAt } : {}),
     });
     bar.stop();
     io.stdout.write(
       `${JSON.stringify({ dir: values.dir, complete: manifest.complete, extents: manifest.extents.length, changedBytes: manifest.changedBytes, elapsedMs: Math.round(performance.now() - started) })}\n`,
     );
     return ExitCode.ok;
+  } catch (error) {
+    if (error instanceof ExportMismatchError) {
+      bar.stop();
+      io.stderr.write(`lba-status: ${error.message}\n`);
+      return ExitCode.usage;
+    }
+    throw error;
   } finally {
     bar.stop();
     await device.close();
   }
+}
+
+/** SOURCE_DATE_EPOCH (seconds), for reproducible manifests; undefined when unset. */
+export function sourceDateEpoch(io: CliIo): Date | undefined {
+  const raw = io.env.SOURCE_DATE_EPOCH;
+  if (raw === undefined || raw === '') return undefined;
+  if (!/^\d+$/.test(raw))
+    throw new UsageError(`SOURCE_DATE_EPOCH must be whole seconds since 1970, got '${raw}'`);
+  return new Date(Number(raw) * 1000);
 }
 
 async function runVerify(args: string[], io: CliIo): Promise<number> {

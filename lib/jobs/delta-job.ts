@@ -7,16 +7,18 @@
  * two backups does not depend on the delta volume, so a new volume continues the old export) →
  * release. Everything the job made is released on every exit path (success, error, abort).
  */
+import { join } from 'node:path';
 import { openDevice } from '../api/device.js';
 import type { OpenOptions } from '../device/device.js';
+import { AbortError } from '../errors.js';
 import {
   type OciAttachMode,
   type OciDeltaProvisionerConfig,
   OciDeltaVolumeProvisioner,
 } from '../oci/provisioner.js';
-import { abortError, isAbortError } from '../provision/errors.js';
 import type { ProvisionedVolume, ProvisionProgress } from '../provision/types.js';
 import {
+  checkExportDir,
   type ExportFormat,
   type ExportManifest,
   exportChanged,
@@ -145,14 +147,169 @@ export async function runDeltaJob(
   spec: DeltaJobSpec,
   options: DeltaJobOptions = {},
 ): Promise<DeltaJobResult> {
-  void openDevice;
-  void exportChanged;
-  void sha256File;
-  void OciDeltaVolumeProvisioner;
-  void abortError;
-  void isAbortError;
-  void (undefined as unknown as ExportManifest | ReadProgress);
-  void spec;
-  void options;
-  throw new Error('runDeltaJob: not implemented yet');
+  const started = performance.now();
+  const { jobId, firstBackupId, secondBackupId } = validateSpec(spec);
+  const { dir, formats } = spec.export;
+  const signal = options.signal;
+  if (signal?.aborted) throw toAbortError(undefined, signal);
+  let provisioner = options.provisioner;
+  let owned: OciDeltaVolumeProvisioner | undefined;
+  if (!provisioner) {
+    owned = new OciDeltaVolumeProvisioner({
+      ...options.oci,
+      attach: options.attach ?? options.oci?.attach ?? 'iscsiadm',
+    });
+    provisioner = owned;
+  } else if (options.attach && provisioner.attach && provisioner.attach !== options.attach) {
+    throw new TypeError(
+      `options.attach is '${options.attach}' but the provisioner attaches with '${provisioner.attach}'`,
+    );
+  }
+
+  let phase: DeltaJobPhase = 'sweep';
+  let bytesDone = 0;
+  let bytesTotal: number | undefined;
+  let lastReport = 0;
+  const report = (detail?: string, throttle = false): void => {
+    if (!options.onProgress) return;
+    const now = performance.now();
+    if (throttle && now - lastReport < 200) return;
+    lastReport = now;
+    options.onProgress({
+      jobId,
+      phase,
+      bytesDone,
+      bytesTotal,
+      ...(detail === undefined ? {} : { detail }),
+    });
+  };
+  const step = (e: ProvisionProgress) =>
+    report(`${e.step} ${e.phase}${e.detail ? ` ${e.detail}` : ''}`);
+
+  try {
+    report();
+    // Before anything is created (and billed): the directory holds nothing or this delta.
+    if (!options.restart)
+      await checkExportDir(dir, {
+        source: { firstBackupId, secondBackupId },
+        changeBlockSize: spec.changeBlockSize ?? DEFAULT_CHANGE_BLOCK_SIZE,
+        ...(formats ? { formats } : {}),
+      });
+    const swept = await provisioner.sweepJob(jobId, {
+      ...(signal ? { signal } : {}),
+      onProgress: step,
+    });
+    phase = 'provision';
+    report();
+    const volume = await provisioner.provision({
+      firstBackupId,
+      secondBackupId,
+      ...(spec.changeBlockSize === undefined ? {} : { changeBlockSize: spec.changeBlockSize }),
+      jobId,
+      ...(signal ? { signal } : {}),
+      onProgress: step,
+    });
+    const volumeId = (volume as { volumeId?: string }).volumeId;
+    const changeBlockSize =
+      (volume as { changeBlockSize?: number }).changeBlockSize ??
+      spec.changeBlockSize ??
+      DEFAULT_CHANGE_BLOCK_SIZE;
+    let resumed = false;
+    let bytesBefore = 0;
+    let work: { manifest: ExportManifest } | undefined;
+    let workError: unknown;
+    try {
+      phase = 'export';
+      report(volume.description);
+      const device = await openDevice(volume.device, {
+        queueDepth: 4,
+        ...options.device,
+        ...volume.deviceOptions,
+      });
+      try {
+        const manifest = await exportChanged(device, dir, {
+          changeBlockSize,
+          ...(formats ? { formats } : {}),
+          source: { firstBackupId, secondBackupId },
+          ...options.read,
+          ...(signal ? { signal } : {}),
+          ...(options.restart ? { restart: true } : {}),
+          ...(options.createdAt ? { createdAt: options.createdAt } : {}),
+          onResume: (r) => {
+            resumed = true;
+            bytesBefore = r.bytes;
+            bytesDone = r.bytes;
+            bytesTotal = r.totalBytes;
+            report(`resuming: ${r.chunks} chunk(s), ${r.bytes} bytes already synced`);
+          },
+          onProgress: (p: ReadProgress) => {
+            bytesDone = p.bytesRead;
+            bytesTotal = p.totalBytes;
+            report(undefined, true);
+          },
+        });
+        work = { manifest };
+      } finally {
+        await device.close();
+      }
+    } catch (error) {
+      workError = error;
+    }
+    phase = 'release';
+    report(volume.description);
+    try {
+      await volume.release();
+    } catch (releaseError) {
+      if (workError === undefined) throw releaseError;
+      const primary = signal?.aborted ? toAbortError(workError, signal) : workError;
+      throw new AggregateError(
+        [primary, releaseError],
+        `${(primary as Error)?.message ?? String(primary)}; releasing ${volume.description} also failed: ${(releaseError as Error)?.message ?? String(releaseError)}`,
+      );
+    }
+    if (workError !== undefined || !work) throw workError;
+    const { manifest } = work;
+    bytesDone = manifest.changedBytes;
+    bytesTotal = manifest.changedBytes;
+    phase = 'done';
+    report();
+    return {
+      jobId,
+      dir,
+      extents: manifest.extents.length,
+      bytes: manifest.changedBytes,
+      bytesRead: manifest.changedBytes - bytesBefore,
+      resumed,
+      manifestSha256: await sha256File(join(dir, 'manifest.json')),
+      swept,
+      ...(volumeId ? { volumeId } : {}),
+      elapsedMs: Math.round(performance.now() - started),
+    };
+  } catch (error) {
+    if (signal?.aborted && !(error instanceof AggregateError)) throw toAbortError(error, signal);
+    throw error;
+  } finally {
+    await owned?.close();
+  }
+}
+
+/** OCI's default change block size. */
+const DEFAULT_CHANGE_BLOCK_SIZE = 4096;
+
+function validateSpec(spec: DeltaJobSpec): DeltaJobSpec {
+  if (typeof spec !== 'object' || spec === null) throw new TypeError('spec must be an object');
+  const { jobId, firstBackupId, secondBackupId } = spec;
+  if (typeof jobId !== 'string' || jobId.length < 1 || jobId.length > 128)
+    throw new TypeError(`spec.jobId must be a string of 1 to 128 characters, got ${String(jobId)}`);
+  if (typeof firstBackupId !== 'string' || typeof secondBackupId !== 'string')
+    throw new TypeError('spec.firstBackupId and spec.secondBackupId must be backup OCIDs');
+  if (typeof spec.export?.dir !== 'string' || spec.export.dir === '')
+    throw new TypeError('spec.export.dir must be a directory path');
+  return spec;
+}
+
+/** The typed AbortError (code ABORT_ERR), whatever the aborted step threw. */
+function toAbortError(error: unknown, signal: AbortSignal): Error {
+  if (error instanceof AbortError) return error;
+  return new AbortError(undefined, { cause: signal.reason ?? error });
 }

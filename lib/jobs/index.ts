@@ -1,3 +1,5 @@
+export { AbortError } from '../errors.js';
+export { ExportMismatchError } from '../read/export.js';
 export {
   type DeltaJobOptions,
   type DeltaJobPhase,

@@ -484,6 +484,37 @@ function headerOf(
 }
 
 /**
+ * Checks, before any device is opened (or any delta volume is paid for), that `dir` can take an
+ * export of this delta: it holds none, or one (complete or interrupted) with the same backups,
+ * change block size and formats. Throws {@link ExportMismatchError} otherwise; device identity
+ * and geometry are checked by {@link exportChanged} itself.
+ */
+export async function checkExportDir(
+  dir: string,
+  expected: {
+    source?: ExportManifest['source'];
+    changeBlockSize?: number;
+    formats?: ExportFormat[];
+  },
+): Promise<void> {
+  const header =
+    (await loadJournal(dir).catch(() => undefined))?.start.manifest ??
+    (await readManifestIfAny(dir).then((m) => (m ? headerOf(m) : undefined)));
+  if (!header) return;
+  const check = (field: string, a: unknown, b: unknown) => {
+    if (JSON.stringify(a) !== JSON.stringify(b)) throw new ExportMismatchError(field, a, b, dir);
+  };
+  if (expected.source) {
+    check('source.firstBackupId', header.source?.firstBackupId, expected.source.firstBackupId);
+    check('source.secondBackupId', header.source?.secondBackupId, expected.source.secondBackupId);
+  }
+  if (expected.changeBlockSize !== undefined)
+    check('changeBlockSize', header.changeBlockSize, expected.changeBlockSize);
+  const formats = expected.formats ?? ['raw', 'rbd-diff'];
+  check('files', header.files, Object.fromEntries(formats.map((f) => [f, FILE_NAMES[f]])));
+}
+
+/**
  * Reads the changed data of `device` into `dir` (created if needed): manifest plus data files.
  *
  * Resumable: the directory keeps a journal (`journal.ndjson`) of the chunks whose bytes are
