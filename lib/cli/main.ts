@@ -8,6 +8,7 @@ import { applyCommand, exportCommand, readCommand, verifyCommand } from './read.
 import { infoCommand, scanCommand } from './scan.js';
 import { simServeCommand } from './sim-serve.js';
 import { ExitCode } from './util.js';
+import { enqueueCommand, jobsCommand, workerCommand } from './worker.js';
 
 export const commands: CliCommand[] = [
   infoCommand,
@@ -19,6 +20,9 @@ export const commands: CliCommand[] = [
   ociDeltaCommand,
   ociSweepCommand,
   simServeCommand,
+  workerCommand,
+  enqueueCommand,
+  jobsCommand,
 ];
 
 /** The package's version: dist/cli.cjs is one level below package.json, lib/cli/main.ts two. */

@@ -69,7 +69,7 @@ const defaultScanner: DeltaScanner = async (volume, emit, signal, onProgress) =>
   }
 };
 
-const COMMON_OPTIONS = `  --config-file F         OCI config file (default ~/.oci/config or $OCI_CONFIG_FILE)
+export const COMMON_OPTIONS = `  --config-file F         OCI config file (default ~/.oci/config or $OCI_CONFIG_FILE)
   --profile P             profile in it (default DEFAULT)
   --instance-principal    authenticate as this instance (dynamic group policy) instead
   --region R              region id, e.g. eu-paris-1 (default: the profile's)
@@ -153,7 +153,7 @@ Examples:
   lba-status oci sweep --older-than 0 --dry-run --format text
 `;
 
-const COMMON_PARSE = {
+export const COMMON_PARSE = {
   'config-file': { type: 'string' },
   profile: { type: 'string' },
   'instance-principal': { type: 'boolean' },
@@ -168,13 +168,13 @@ const COMMON_PARSE = {
   help: { type: 'boolean', short: 'h' },
 } as const;
 
-type CommonValues = {
+export type CommonValues = {
   [K in keyof typeof COMMON_PARSE]?: (typeof COMMON_PARSE)[K]['type'] extends 'boolean'
     ? boolean
     : string;
 };
 
-function configFrom(
+export function configFrom(
   values: CommonValues,
   io: CliIo,
   base: Partial<OciDeltaProvisionerConfig>,
