@@ -104,6 +104,8 @@ export interface DeltaJobOptions {
   /** Aborts the job: everything made is released, then the promise rejects with an AbortError. */
   signal?: AbortSignal;
   onProgress?: (progress: DeltaJobProgress) => void;
+  /** Least interval between two byte-progress reports, in ms (default 200; phases always). */
+  progressIntervalMs?: number;
   /** openDevice options (queueDepth default 4, timeoutMs, retry…); CHAP comes from the volume. */
   device?: Omit<OpenOptions, 'chap'>;
   /** Read tuning for the export. */
@@ -173,7 +175,7 @@ export async function runDeltaJob(
   const report = (detail?: string, throttle = false): void => {
     if (!options.onProgress) return;
     const now = performance.now();
-    if (throttle && now - lastReport < 200) return;
+    if (throttle && now - lastReport < (options.progressIntervalMs ?? 200)) return;
     lastReport = now;
     options.onProgress({
       jobId,
