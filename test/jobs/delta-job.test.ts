@@ -15,6 +15,7 @@ import {
   runDeltaJob,
 } from '../../lib/jobs/index.js';
 import { OciDeltaVolumeProvisioner } from '../../lib/oci/provisioner.js';
+import type { ProvisionedVolume } from '../../lib/provision/types.js';
 import { sha256File } from '../../lib/read/export.js';
 import { type OciSimulation, startOciSimulation } from '../../lib/sim/fake-oci/oci-simulation.js';
 import { type ByteRange, expectedChangedRuns, expectedRead } from '../support/oracle.js';
@@ -163,7 +164,9 @@ describe('runDeltaJob (fake OCI API, userspace attach)', () => {
           release: async () => {},
           [Symbol.asyncDispose]: async () => {},
         };
-        return Object.defineProperty(crashed, 'deviceOptions', { value: v.deviceOptions });
+        return Object.defineProperty(crashed, 'deviceOptions', {
+          value: v.deviceOptions,
+        }) as typeof crashed & ProvisionedVolume;
       },
       sweepJob: (id, o) => provisioner.sweepJob(id, o),
     };
