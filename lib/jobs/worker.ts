@@ -8,8 +8,9 @@
  *   worker killed mid-job leaves its delta volume attached);
  * - on close (SIGTERM in the CLI) it stops taking jobs, aborts the running ones — runDeltaJob
  *   releases their volumes — and moves them back to the queue without using up an attempt;
- * - when a job's lock could not be renewed (another worker may now own it) the job is aborted
- *   here, so two workers never write one export for long;
+ * - when a job's lock could not be renewed — Redis said it is gone, or Redis has not confirmed a
+ *   renewal for 80 % of the lock's duration (Redis unreachable) — the job is aborted here before
+ *   the lock can expire, so that two workers do not write one export directory at once;
  * - errors that no retry can fix (bad OCIDs, backups of different volumes, an export directory
  *   holding another delta) fail the job at once; others are retried with backoff by BullMQ.
  */
@@ -178,7 +179,11 @@ export async function createDeltaWorker(options: DeltaWorkerOptions): Promise<De
   let instanceId: string | undefined;
   let connection: IORedis.Redis | undefined;
   let worker: Bullmq.Worker | undefined;
-  const running = new Map<string, { promise: Promise<unknown>; lockLost: boolean }>();
+  const running = new Map<
+    string,
+    { promise: Promise<unknown>; lockLost: boolean; renewedAt: number }
+  >();
+  let watchdog: NodeJS.Timeout | undefined;
   let stopping = false;
   let closing: Promise<void> | undefined;
   let resolveClosed!: () => void;
@@ -192,6 +197,7 @@ export async function createDeltaWorker(options: DeltaWorkerOptions): Promise<De
       options.signal?.removeEventListener('abort', onOuterAbort);
       emit({ event: 'stopping', reason, running: [...running.keys()] });
       stop.abort(new Error(`worker stopping (${reason})`));
+      clearInterval(watchdog);
       if (worker) {
         // No new jobs; then abort the running ones (each releases its volume and goes back to
         // the queue from its processor) and wait for them.
@@ -244,6 +250,7 @@ export async function createDeltaWorker(options: DeltaWorkerOptions): Promise<De
           resolveDone = r;
         }),
         lockLost: false,
+        renewedAt: Date.now(),
       };
       running.set(id, entry);
       emit({ event: 'active', id, attempt: (job.attemptsMade ?? 0) + 1 });
@@ -314,16 +321,36 @@ export async function createDeltaWorker(options: DeltaWorkerOptions): Promise<De
       emit({ event: 'failed', id: job.id, error: errorText(err), attempts, final });
     });
     worker.on('stalled', (id) => emit({ event: 'stalled', id }));
+    const lockLost = (id: string) => {
+      const r = running.get(id);
+      if (!r || r.lockLost) return;
+      // Another worker may own the job now (or soon): stop writing its export here.
+      r.lockLost = true;
+      emit({ event: 'lock-lost', id });
+      worker?.cancelJob(id, 'job lock lost');
+    };
     worker.on('lockRenewalFailed', (ids) => {
-      for (const id of ids) {
+      for (const id of ids) lockLost(id);
+    });
+    worker.on('locksRenewed', ({ jobIds }) => {
+      const now = Date.now();
+      for (const id of jobIds) {
         const r = running.get(id);
-        if (!r) continue;
-        // Another worker may own the job now: stop writing its export here.
-        r.lockLost = true;
-        emit({ event: 'lock-lost', id });
-        worker?.cancelJob(id, 'job lock lost');
+        if (r) r.renewedAt = now;
       }
     });
+    // BullMQ renews every lock about every quarter of its duration; a lock not confirmed for
+    // 80 % of it may expire before Redis is back, and then the stalled checker of another
+    // worker would start the job there.
+    watchdog = setInterval(
+      () => {
+        const now = Date.now();
+        for (const [id, r] of running)
+          if (!stopping && now - r.renewedAt > lockDuration * 0.8) lockLost(id);
+      },
+      Math.max(100, Math.floor(lockDuration / 10)),
+    );
+    watchdog.unref();
     await worker.waitUntilReady();
     if (options.signal?.aborted) {
       await close('signal');

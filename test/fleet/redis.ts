@@ -15,6 +15,9 @@ export interface TestRedis {
   port: number;
   dir: string;
   restart(): Promise<void>;
+  /** SIGSTOP / SIGCONT: Redis unreachable without closing a connection. */
+  pause(): void;
+  resume(): void;
   stop(): Promise<void>;
 }
 
@@ -92,9 +95,10 @@ export async function startRedis(): Promise<TestRedis> {
   const kill = async () => {
     const c = child;
     child = undefined;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    if (!c || c.exitCode !== null || (c.signalCode !== null && c.signalCode !== 'SIGSTOP')) return;
     const gone = new Promise((r) => c.once('exit', r));
     c.kill('SIGKILL');
+    c.kill('SIGCONT');
     await gone;
   };
   await start();
@@ -102,6 +106,12 @@ export async function startRedis(): Promise<TestRedis> {
     url: `redis://127.0.0.1:${port}`,
     port,
     dir,
+    pause: () => {
+      child?.kill('SIGSTOP');
+    },
+    resume: () => {
+      child?.kill('SIGCONT');
+    },
     restart: async () => {
       await kill();
       await start();

@@ -209,6 +209,53 @@ describe.skipIf(missing !== undefined)('delta workers on BullMQ (Redis)', () => 
     expect(bad).toMatchObject({ final: true });
   });
 
+  it('aborts a job whose lock Redis has not confirmed for 80 % of its duration; it runs again and completes once', async () => {
+    const conn = q();
+    await enqueueDeltaJob(spec('slow'), { ...conn, attempts: 3, backoffMs: 10 });
+    let first = true;
+    const fake = fakeRunner({});
+    const aborted: string[] = [];
+    const events: DeltaWorkerEvent[] = [];
+    await using _w = await createDeltaWorker({
+      ...conn,
+      slots: 1,
+      lockDurationMs: 1500,
+      stalledIntervalMs: 500,
+      provisioner: {
+        provision: async () => ({}) as never,
+        sweepJob: async () => ({ volumes: [], attachments: [] }),
+      },
+      onEvent: (e) => events.push(e),
+      run: async (s, o) => {
+        if (first) {
+          first = false;
+          // Redis goes silent (SIGSTOP) while the job runs: no renewal is confirmed.
+          redis.pause();
+          await new Promise((_, reject) =>
+            o.signal?.addEventListener('abort', () => {
+              aborted.push(s.jobId);
+              reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+            }),
+          );
+        }
+        return fake.run(s, o);
+      },
+    });
+    try {
+      await until('lock-lost', () => events.some((e) => e.event === 'lock-lost'), 10_000);
+      expect(aborted).toEqual(['slow']);
+    } finally {
+      redis.resume();
+    }
+    await until(
+      'completed',
+      async () => (await listDeltaJobs(conn))[0]?.state === 'completed',
+      20_000,
+    );
+    expect(events.filter((e) => e.event === 'completed')).toHaveLength(1);
+    expect(fake.calls).toEqual(['slow']);
+  });
+
   it('refuses bad specs and queue names before touching Redis', async () => {
     const conn = q();
     await expect(enqueueDeltaJob({ ...spec('x'), jobId: '12' }, conn)).rejects.toMatchObject({
