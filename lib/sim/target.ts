@@ -550,6 +550,10 @@ class Connection {
     this.#inbox = [];
     this.#inboxHead = 0;
     this.socket.end();
+    // Reading may have been paused (backpressure, a refused PDU): resume so that the client's
+    // FIN or reset is seen at once (#onData drops everything while closing) and the connection
+    // is released; the timer only covers a client that stays connected.
+    this.socket.resume();
     setTimeout(() => this.socket.destroy(), 2000).unref();
   }
 

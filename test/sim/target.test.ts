@@ -409,6 +409,30 @@ describe('target limits', () => {
     expect(expectOpcode(await d.next(), Opcode.NopIn).data!.toString()).toBe('ping');
   });
 
+  it('releases a refused connection as soon as the client goes, not when its 2 s grace ends', async () => {
+    const s = await sim({ limits: { maxRecvDataSegmentLength: 65536 } });
+    const c = await raw(s);
+    const r = await quickLogin(c, { mrdsl: 262144 });
+    const big = encodePdu({
+      opcode: Opcode.NopOut,
+      immediate: true,
+      lun: 0,
+      itt: 1,
+      ttt: RESERVED_TAG,
+      cmdSN: r.expCmdSN,
+      expStatSN: 0,
+      data: Buffer.alloc(2 ** 20),
+    });
+    void c.write(big);
+    expectOpcode(await c.next(), Opcode.Reject);
+    const gone = performance.now();
+    c.destroy();
+    while (s.connections > 0 && performance.now() - gone < 1500) {
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(s.connections).toBe(0);
+  });
+
   it('the reader refuses a data segment above its limit from the header alone, after the PDUs before it', () => {
     const r = new PduReader({ maxDataSegmentLength: 8192 });
     const small = encodePdu(loginRequest({ keys: [['A', 'b']] }));
