@@ -435,7 +435,9 @@ function compareIdentity(
     check('device.path', was.device.path, now.device.path);
     check('device.vendor', was.device.vendor, now.device.vendor);
     check('device.product', was.device.product, now.device.product);
-    check('device.serialNumber', was.device.serialNumber, now.device.serialNumber);
+    // Exports made before serial numbers were recorded have none: compare when both do.
+    if (was.device.serialNumber !== undefined && now.device.serialNumber !== undefined)
+      check('device.serialNumber', was.device.serialNumber, now.device.serialNumber);
   }
   check('blockSize', was.blockSize, now.blockSize);
   check('capacityBytes', was.capacityBytes, now.capacityBytes);
