@@ -223,6 +223,19 @@ describe('runDeltaJob (fake OCI API, userspace attach)', () => {
     expect(result.resumed).toBe(true);
     expect(await hashes(result.dir)).toEqual(reference);
     expect(sim.api.leftovers()).toEqual([]);
+    // Three attempts of one job, each after the previous one's volume was deleted: a fresh
+    // create token each time (a reused one would be InvalidatedRetryToken, 409).
+    const tokens = sim.api.requests
+      .filter((r) => r.method === 'POST' && r.path === '/20160918/volumes')
+      .map((r) => r.retryToken ?? '')
+      .filter((t) => t.startsWith('lba-status-job-abort-'));
+    expect(tokens).toHaveLength(3);
+    expect(new Set(tokens).size).toBe(3);
+    expect(
+      sim.api.requests.some(
+        (r) => r.method === 'POST' && r.path === '/20160918/volumes' && r.status === 409,
+      ),
+    ).toBe(false);
   });
 
   it('refuses a directory holding another delta before creating anything', async () => {
