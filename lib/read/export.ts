@@ -667,45 +667,49 @@ export async function exportChanged(
     const doneBefore = manifest.changedBytes;
     let totalBytes = 0;
     // Each chunk is written before the next is asked for, so its buffer can be recycled.
-    const chunks = readChanged(device, {
-      ...readOptions,
-      ...(resumeFrom > 0 ? { startLba: resumeFrom / blockSize } : {}),
-      checksum: 'sha256',
-      reuseBuffers: true,
-      onExtents: (extents) => {
-        const found = extents.map((e): [number, number] => [e.offset, e.length]);
-        if (originalExtents) {
-          const want = extentsFrom(originalExtents, resumeFrom);
-          if (JSON.stringify(want) !== JSON.stringify(found))
-            mismatch = new ExportMismatchError(
-              'extents',
-              `${want.length} changed extent(s) from byte ${resumeFrom}`,
-              `${found.length} that differ`,
-              dir,
-            );
-          totalBytes = originalExtents.reduce((sum, [, l]) => sum + l, 0);
-        } else {
-          extentsRecord = found;
-          totalBytes = found.reduce((sum, [, l]) => sum + l, 0);
-        }
-      },
-      ...(onProgress
-        ? {
-            onProgress: (p: ReadProgress) => {
-              const bytesRead = doneBefore + p.bytesRead;
-              onProgress({
-                ...p,
-                bytesRead,
-                totalBytes,
-                etaMs:
-                  p.bytesPerSecond > 0
-                    ? ((totalBytes - bytesRead) / p.bytesPerSecond) * 1000
-                    : undefined,
-              });
+    // Synced up to the volume's end (killed just before finishing): nothing is left to read.
+    const chunks =
+      resumeFrom >= capacityBytes
+        ? nothing()
+        : readChanged(device, {
+            ...readOptions,
+            ...(resumeFrom > 0 ? { startLba: resumeFrom / blockSize } : {}),
+            checksum: 'sha256',
+            reuseBuffers: true,
+            onExtents: (extents) => {
+              const found = extents.map((e): [number, number] => [e.offset, e.length]);
+              if (originalExtents) {
+                const want = extentsFrom(originalExtents, resumeFrom);
+                if (JSON.stringify(want) !== JSON.stringify(found))
+                  mismatch = new ExportMismatchError(
+                    'extents',
+                    `${want.length} changed extent(s) from byte ${resumeFrom}`,
+                    `${found.length} that differ`,
+                    dir,
+                  );
+                totalBytes = originalExtents.reduce((sum, [, l]) => sum + l, 0);
+              } else {
+                extentsRecord = found;
+                totalBytes = found.reduce((sum, [, l]) => sum + l, 0);
+              }
             },
-          }
-        : {}),
-    });
+            ...(onProgress
+              ? {
+                  onProgress: (p: ReadProgress) => {
+                    const bytesRead = doneBefore + p.bytesRead;
+                    onProgress({
+                      ...p,
+                      bytesRead,
+                      totalBytes,
+                      etaMs:
+                        p.bytesPerSecond > 0
+                          ? ((totalBytes - bytesRead) / p.bytesPerSecond) * 1000
+                          : undefined,
+                    });
+                  },
+                }
+              : {}),
+          });
     for await (const chunk of chunks) {
       if (mismatch) throw mismatch;
       for (const file of files) await file.write(chunk);
@@ -735,6 +739,8 @@ export async function exportChanged(
     throw error;
   }
 }
+
+async function* nothing(): AsyncGenerator<ChangedChunk> {}
 
 /** The scan options among an export's read options. */
 function pickScanOptions(o: Omit<ExportOptions, 'formats' | 'source'>): ScanOptions {

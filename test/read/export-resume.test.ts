@@ -148,6 +148,44 @@ describe('resumable exports', () => {
     expect(await hashes(dir)).toEqual(reference);
   });
 
+  it('killed after the last chunk was journaled, before the manifest said complete', async () => {
+    const dir = join(root, 'last');
+    await exportOnce(dir);
+    const {
+      extents,
+      changedBytes: _b,
+      complete: _c,
+      ...header
+    } = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as ExportManifest;
+    const merged: Array<[number, number]> = [];
+    for (const e of extents) {
+      const last = merged[merged.length - 1];
+      if (last && last[0] + last[1] === e.offset) last[1] += e.length;
+      else merged.push([e.offset, e.length]);
+    }
+    writeFileSync(
+      join(dir, 'journal.ndjson'),
+      [
+        { type: 'start', version: 1, manifest: header },
+        { type: 'extents', extents: merged },
+        { type: 'synced', chunks: extents.map((e) => [e.offset, e.length, e.sha256]) },
+      ]
+        .map((r) => `${JSON.stringify(r)}\n`)
+        .join(''),
+    );
+    writeFileSync(
+      join(dir, 'manifest.json'),
+      JSON.stringify({ ...header, complete: false, extents: [], changedBytes: 0 }),
+    );
+    // The rbd diff stream lost its end record.
+    const rbd = join(dir, 'delta.rbd-diff');
+    writeFileSync(rbd, readFileSync(rbd).subarray(0, -1));
+    let resumed: { chunks: number } | undefined;
+    expect(await exportOnce(dir, { onResume: (r) => (resumed = r) })).toEqual(referenceManifest);
+    expect(resumed?.chunks).toBe(extents.length);
+    expect(await hashes(dir)).toEqual(reference);
+  });
+
   it('refuses another target, change block size or formats, naming the difference', async () => {
     const dir = join(root, 'mismatch');
     await interrupted(dir, 3);
