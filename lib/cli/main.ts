@@ -63,9 +63,9 @@ Examples:
   sudo lba-status scan /dev/oracleoci/oraclevdb --format text
   lba-status scan iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1 --chap-secret-file ~/.chap
 
-Exit status: 0 ok, 2 usage (an export DIR holding another delta's export included), 3 system
-(device missing, permission, connection refused), 4 SCSI, 5 transport (iSCSI login refused
-included), 6 malformed reply, 7 verify mismatch, 130 interrupted.
+Exit status: 0 ok, 2 usage (an export DIR holding another delta's export included),
+3 system (device missing, permission, connection refused), 4 SCSI,
+5 transport (iSCSI login refused included), 6 malformed reply, 7 verify mismatch, 130 interrupted.
 
 Environment: NODE_DEBUG=lba-status logs retries and device mapping; LBA_STATUS_CHAP_SECRET and
 LBA_STATUS_TARGET_CHAP_SECRET hold CHAP secrets for iscsi:// devices.
