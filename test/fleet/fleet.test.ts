@@ -99,6 +99,18 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms: 
   }
 }
 
+/** Waits for a worker's ready event; one that exits or times out fails with its output. */
+async function ready(w: Proc, ms = 60_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!w.events.some((e) => e.event === 'ready')) {
+    if (w.child.exitCode !== null || Date.now() > deadline)
+      throw new Error(
+        `worker not ready (exit ${w.child.exitCode}): stderr ${w.stderr()} stdout ${w.lines.join(' ')}`,
+      );
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 const dirs: string[] = [];
 let redis: TestRedis | undefined;
 afterAll(async () => {
@@ -184,8 +196,7 @@ describe.skipIf(missing !== undefined)(
         workers.push(w);
         everyWorker.push(w);
       }
-      for (const w of workers)
-        await until('worker ready', () => w.events.some((e) => e.event === 'ready'), 30_000);
+      for (const w of workers) await ready(w);
 
       // 12 jobs; one enqueued a second time (through the CLI): not added again.
       const ids = Array.from({ length: JOBS }, (_, i) => `night-${String(i + 1).padStart(2, '0')}`);
@@ -255,7 +266,7 @@ describe.skipIf(missing !== undefined)(
       const w0b = start(workerArgs(0), drop.prefix);
       everyWorker.push(w0b);
       workers[0] = w0b;
-      await until('worker 0 back', () => w0b.events.some((e) => e.event === 'ready'), 30_000);
+      await ready(w0b);
       const sweep = w0b.events.find((e) => e.event === 'sweep') as {
         volumes: string[];
         attachments: string[];
