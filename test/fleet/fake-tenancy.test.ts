@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openDevice } from '../../lib/api/device.js';
 import { main } from '../../lib/cli/main.js';
+import { OciDeltaVolumeProvisioner } from '../../lib/oci/provisioner.js';
+import { startOciSimulation } from '../../lib/sim/fake-oci/oci-simulation.js';
 import { FakeOciApi } from '../../lib/sim/fake-oci/server.js';
 import { startSimulator } from '../../lib/sim/simulator.js';
 import { makeIo } from '../cli/helpers.js';
@@ -89,6 +91,22 @@ describe('fake OCI API: a fleet of instances', () => {
     expect(
       (await fetch(`${api.imdsUrl(second.id)}/opc/v2/instance/`)).status, // no Bearer Oracle
     ).toBe(401);
+  });
+
+  it('gives the provisioner of each instance its own identity through --imds-url', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'fleet-imds-'));
+    dirs.push(dir);
+    await using sim = await startOciSimulation({ dir, sizeBytes: 16 << 20, instances: 3 });
+    expect(sim.info.instanceIds).toHaveLength(3);
+    expect(sim.info.instanceIds[0]).toBe(sim.info.instanceId);
+    for (const id of sim.info.instanceIds) {
+      await using p = new OciDeltaVolumeProvisioner({
+        configFile: sim.info.configFile,
+        endpoint: sim.info.endpoint,
+        imdsUrl: sim.api.imdsUrl(id),
+      });
+      expect((await p.instance()).id).toBe(id);
+    }
   });
 
   it('refuses a limit that is not a positive integer', () => {
