@@ -971,6 +971,20 @@ export class OciDeltaVolumeProvisioner
   /** Delete (404 = gone) and wait for TERMINATED or 404. */
   async deleteAndWait(kind: DeltaVolumeKind, volumeId: string): Promise<void> {
     const { blockstorage } = await this.clients();
+    // OCI refuses to delete a volume that is still PROVISIONING or RESTORING (409
+    // IncorrectState, which the SDK retries and its circuit breaker counts as failures: a
+    // delete loop would open the breaker). Poll with GETs until it has left those states.
+    await pollUntil<AnyVolume>({
+      what: `volume ${volumeId} to finish provisioning before its deletion`,
+      operation: kind === 'block' ? 'getVolume' : 'getBootVolume',
+      resourceId: volumeId,
+      get: () => this.getVolume(kind, volumeId),
+      check: (v) =>
+        v.lifecycleState === 'PROVISIONING' || v.lifecycleState === 'RESTORING' ? 'wait' : 'done',
+      describe: (v) => String(v.lifecycleState),
+      notFoundIsDone: true,
+      ...this.releasePoll(),
+    });
     await retryTransient(
       this.releasePoll(),
       kind === 'block' ? 'deleteVolume' : 'deleteBootVolume',
