@@ -232,7 +232,8 @@ interface Task {
   nextOffset: number;
   burst: number;
   reissued: number;
-  timer: NodeJS.Timeout | undefined;
+  /** performance.now() after which the command times out; 0: none (or already handled). */
+  deadline: number;
   resolve(result: ExecuteResult): void;
 }
 
@@ -378,6 +379,9 @@ export class IscsiInitiator {
   #lastRx = 0;
   #burstNoted = false;
   #kaTimer: NodeJS.Timeout | undefined;
+  /** The one timer for command timeouts, armed for #sweepAt (a performance.now() time). */
+  #sweepTimer: NodeJS.Timeout | undefined;
+  #sweepAt = Number.POSITIVE_INFINITY;
   #cancelSleep: (() => void) | undefined;
   #closing: Promise<number | Error> | undefined;
 
@@ -1215,14 +1219,13 @@ export class IscsiInitiator {
       cmdSN: t.cmdSN,
       expStatSN: this.#expStatSN,
       cdb: t.cdb,
-      ...(immediate && immediate.length > 0 ? { data: immediate } : {}),
+      data: immediate && immediate.length > 0 ? immediate : undefined,
     });
   }
 
   #finish(t: Task, result: ExecuteResult): void {
     if (t.state === 'done') return;
-    if (t.timer) clearTimeout(t.timer);
-    t.timer = undefined;
+    t.deadline = 0;
     if (t.state === 'sent' || t.state === 'aborting') this.#inFlight--;
     else if (t.state === 'queued') {
       const i = this.#queue.indexOf(t);
@@ -1230,6 +1233,8 @@ export class IscsiInitiator {
     }
     t.state = 'done';
     this.#tasks.delete(t.itt);
+    // Nothing left to time out: the sweep timer stays armed but no longer holds the process.
+    if (this.#tasks.size === 0) this.#sweepTimer?.unref();
     t.resolve(result);
     this.#pump();
   }
@@ -1238,8 +1243,40 @@ export class IscsiInitiator {
     for (const t of [...this.#tasks.values()]) this.#finish(t, failed(failure, detail, t.reissued));
   }
 
+  /** Arms the one timeout timer for `deadline` unless it already fires earlier. */
+  #armSweep(deadline: number): void {
+    const timer = this.#sweepTimer;
+    if (timer && deadline >= this.#sweepAt) {
+      if (!timer.hasRef()) timer.ref();
+      return;
+    }
+    if (timer) clearTimeout(timer);
+    this.#sweepAt = deadline;
+    this.#sweepTimer = setTimeout(
+      this.#onSweep,
+      Math.max(1, Math.ceil(deadline - performance.now())),
+    );
+  }
+
+  /** The timeout timer fired: times out every command past its deadline, re-arms for the next. */
+  #onSweep = (): void => {
+    this.#sweepTimer = undefined;
+    this.#sweepAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    const due: Task[] = [];
+    for (const t of this.#tasks.values()) if (t.deadline !== 0 && t.deadline <= now) due.push(t);
+    for (const t of due) {
+      if (t.deadline === 0) continue; // ended by an earlier one's timeout
+      t.deadline = 0;
+      this.#onTimeout(t);
+    }
+    let next = Number.POSITIVE_INFINITY;
+    for (const t of this.#tasks.values())
+      if (t.deadline !== 0 && t.deadline < next) next = t.deadline;
+    if (next !== Number.POSITIVE_INFINITY) this.#armSweep(next);
+  };
+
   #onTimeout(t: Task): void {
-    t.timer = undefined;
     if (t.state === 'queued') {
       this.#finish(
         t,
@@ -1439,12 +1476,13 @@ export class IscsiInitiator {
         nextOffset: 0,
         burst: 0,
         reissued: 0,
-        timer: undefined,
+        deadline: timeoutMs > 0 ? performance.now() + timeoutMs : 0,
         resolve,
       };
       this.#tasks.set(t.itt, t);
       this.#queue.push(t);
-      if (timeoutMs > 0) t.timer = setTimeout(() => this.#onTimeout(t), timeoutMs);
+      // One timer for every command's timeout (armed for the earliest deadline), not one each
+      if (t.deadline !== 0) this.#armSweep(t.deadline);
       this.#pump();
     });
   }
@@ -1585,6 +1623,9 @@ export class IscsiInitiator {
     if (this.#state !== 'closed') this.#state = 'closing';
     this.#cancelSleep?.();
     clearTimeout(this.#kaTimer);
+    clearTimeout(this.#sweepTimer);
+    this.#sweepTimer = undefined;
+    this.#sweepAt = Number.POSITIVE_INFINITY;
     for (const t of [...this.#queue]) this.#finish(t, failed('closed', 'the initiator was closed'));
     let result: number | Error = new IscsiInitiatorError(
       `the session is down: ${this.#failReason || 'the connection closed'}`,

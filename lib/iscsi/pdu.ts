@@ -398,10 +398,19 @@ function u32(buf: Buffer, off: number, v: number | undefined): void {
  * DataSegmentLength is taken from `pdu.data`.
  */
 export function encodePdu(pdu: Pdu): Buffer {
-  const bhs = Buffer.alloc(BHS_LENGTH);
-  let ahs: Buffer = Buffer.alloc(0);
-  const data = pdu.data ?? Buffer.alloc(0);
+  const data = pdu.data ?? EMPTY_SEGMENT;
   if (data.length > 0xffffff) throw new RangeError('data segment longer than 16 MiB - 1');
+  // One buffer for the whole PDU (small ones come from Buffer's pool): the BHS is written in
+  // place (`bhs` is the PDU's first 48 bytes), then the AHS, the data and zero padding.
+  let ahsLength = 0;
+  if (pdu.opcode === Opcode.ScsiCommand) {
+    if (pdu.cdb.length > 16) ahsLength += pad4(4 + pdu.cdb.length - 16);
+    if (pdu.bidiReadLength !== undefined) ahsLength += 8;
+  }
+  const padded = pad4(data.length);
+  const bhs = Buffer.allocUnsafe(BHS_LENGTH + ahsLength + padded);
+  bhs.fill(0, 0, BHS_LENGTH + ahsLength);
+  if (padded > data.length) bhs.fill(0, BHS_LENGTH + ahsLength + data.length);
   bhs[0] = pdu.opcode | (pdu.immediate ? 0x40 : 0);
   switch (pdu.opcode) {
     case Opcode.NopOut:
@@ -421,23 +430,19 @@ export function encodePdu(pdu: Pdu): Buffer {
       u32(bhs, 24, pdu.cmdSN);
       u32(bhs, 28, pdu.expStatSN);
       pdu.cdb.copy(bhs, 32, 0, Math.min(16, pdu.cdb.length));
-      const parts: Buffer[] = [];
+      let at = BHS_LENGTH;
       if (pdu.cdb.length > 16) {
         const extra = pdu.cdb.length - 16;
-        const seg = Buffer.alloc(pad4(4 + extra));
-        seg.writeUInt16BE(extra + 1, 0);
-        seg[2] = AhsType.ExtendedCdb;
-        pdu.cdb.copy(seg, 4, 16);
-        parts.push(seg);
+        bhs.writeUInt16BE(extra + 1, at);
+        bhs[at + 2] = AhsType.ExtendedCdb;
+        pdu.cdb.copy(bhs, at + 4, 16);
+        at += pad4(4 + extra);
       }
       if (pdu.bidiReadLength !== undefined) {
-        const seg = Buffer.alloc(8);
-        seg.writeUInt16BE(5, 0);
-        seg[2] = AhsType.BidiReadLength;
-        seg.writeUInt32BE(pdu.bidiReadLength >>> 0, 4);
-        parts.push(seg);
+        bhs.writeUInt16BE(5, at);
+        bhs[at + 2] = AhsType.BidiReadLength;
+        bhs.writeUInt32BE(pdu.bidiReadLength >>> 0, at + 4);
       }
-      ahs = Buffer.concat(parts);
       break;
     }
     case Opcode.TaskMgmtRequest:
@@ -622,16 +627,16 @@ export function encodePdu(pdu: Pdu): Buffer {
       throw new TypeError(`unknown opcode ${(never as { opcode: number }).opcode}`);
     }
   }
-  if (ahs.length % 4 !== 0 || ahs.length / 4 > 255) throw new RangeError('AHS too long');
-  bhs[4] = ahs.length / 4;
-  bhs.writeUIntBE(data.length, 5, 3);
-  const padded = pad4(data.length);
-  const out = Buffer.alloc(BHS_LENGTH + ahs.length + padded);
-  bhs.copy(out, 0);
-  ahs.copy(out, BHS_LENGTH);
-  data.copy(out, BHS_LENGTH + ahs.length);
-  return out;
+  if (ahsLength % 4 !== 0 || ahsLength / 4 > 255) throw new RangeError('AHS too long');
+  bhs[4] = ahsLength / 4;
+  bhs[5] = data.length >>> 16;
+  bhs[6] = (data.length >>> 8) & 0xff;
+  bhs[7] = data.length & 0xff;
+  if (data.length > 0) data.copy(bhs, BHS_LENGTH + ahsLength);
+  return bhs;
 }
+
+const EMPTY_SEGMENT = Buffer.alloc(0);
 
 // ---------------------------------------------------------------------------------------------
 // Decoding

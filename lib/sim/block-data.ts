@@ -25,8 +25,62 @@ function mix(lba: number, seed: number): number {
   return h === 0 ? 0x6d2b79f5 : h >>> 0;
 }
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+/** Byte-swaps a 32-bit word (the result as an int32). */
+function bswap32(x: number): number {
+  return (x << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
+}
+
+// The simulator fills one reply buffer block by block: a 32-bit view over it is made once and
+// kept for the next call with the same buffer (one buffer retained, the last one filled).
+let viewOf: Buffer | undefined;
+let view: Int32Array | undefined;
+
 /** Writes the block for `lba` into `out` at `offset` (blockSize bytes, a multiple of 16). */
 export function fillBlockData(
+  out: Buffer,
+  offset: number,
+  lba: number,
+  blockSize: number,
+  seed: number,
+): void {
+  if (out !== viewOf) {
+    viewOf = out;
+    view =
+      LITTLE_ENDIAN && (out.byteOffset & 3) === 0
+        ? new Int32Array(out.buffer, out.byteOffset, out.length >>> 2)
+        : undefined;
+  }
+  const v = view;
+  if (
+    v === undefined ||
+    ((offset | blockSize) & 3) !== 0 ||
+    offset < 0 ||
+    (offset + blockSize) >>> 2 > v.length
+  ) {
+    fillBlockDataBytes(out, offset, lba, blockSize, seed);
+    return;
+  }
+  // The same words as fillBlockDataBytes, stored through the 32-bit view byte-swapped (the
+  // view is little-endian, the rule big-endian): ~3× less CPU than writeUInt32BE per word.
+  let w = offset >>> 2;
+  v[w] = bswap32(Math.floor(lba / 0x100000000) >>> 0);
+  v[w + 1] = bswap32(lba >>> 0);
+  v[w + 2] = bswap32(Math.floor(seed / 0x100000000) >>> 0);
+  v[w + 3] = bswap32(seed >>> 0);
+  let x = mix(lba, seed) | 0;
+  const end = w + (blockSize >>> 2);
+  for (w += 4; w < end; w++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    v[w] = (x << 24) | ((x & 0xff00) << 8) | ((x >>> 8) & 0xff00) | (x >>> 24);
+  }
+}
+
+/** fillBlockData one byte-order-explicit word at a time (any alignment, any host). */
+function fillBlockDataBytes(
   out: Buffer,
   offset: number,
   lba: number,
