@@ -11,7 +11,7 @@
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-
+import { LbaStatusError } from './errors.js';
 import type { DataDirection } from './scsi/names.js';
 
 export { DataDirection } from './scsi/names.js';
@@ -155,7 +155,7 @@ export interface NativeBinding {
 }
 
 /** Error thrown when the addon cannot be loaded; lists what was tried and how to fix it. */
-export class BindingLoadError extends Error {
+export class BindingLoadError extends LbaStatusError {
   override name = 'BindingLoadError';
   readonly code = 'ERR_LBA_STATUS_BINDING';
   constructor(message: string, options?: { cause?: unknown }) {

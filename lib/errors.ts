@@ -1,5 +1,8 @@
 /**
- * The error classes of lba-status. Every error has a stable `code`; messages say what to do.
+ * The error classes of lba-status and the one registry of their codes. Every error the package
+ * throws derives from {@link LbaStatusError} (except the Node-style argument errors of
+ * validate.ts, which mirror Node's own TypeError/RangeError) and has a stable `code` from
+ * {@link ErrorCode}; messages say what to do.
  *
  * | class | code | when |
  * |---|---|---|
@@ -8,7 +11,7 @@
  * | {@link TransportError} | `ERR_SCSI_TRANSPORT` | the command did not complete (host/driver status) |
  * | {@link MalformedReplyError} | `ERR_LBA_STATUS_MALFORMED` | the device's reply breaks the standard; never skipped |
  * | {@link DeviceClosedError} | `ERR_LBA_STATUS_DEVICE_CLOSED` | the device handle was closed |
- * | {@link AbortError} | `ABORT_ERR` | the AbortSignal fired |
+ * | `AbortError` (lib/abort.ts) | `ABORT_ERR` | the AbortSignal fired |
  */
 import { getSystemErrorMap } from 'node:util';
 import {
@@ -18,10 +21,216 @@ import {
   hostStatusHint,
   hostStatusName,
   ScsiStatus,
+  type SenseKey,
   scsiStatusName,
   senseKeyName,
 } from './scsi/names.js';
 import type { DecodedSense, FieldPointer } from './scsi/sense.js';
+
+// ---- The code registry ---------------------------------------------------------------------
+
+/**
+ * `code` of a {@link DeviceSystemError}: the errno names Node's `util.getSystemErrorMap()` knows
+ * (libuv's, as on Linux), or `E<number>` for an errno it does not.
+ */
+export type SystemErrorCode =
+  | 'E2BIG'
+  | 'EACCES'
+  | 'EADDRINUSE'
+  | 'EADDRNOTAVAIL'
+  | 'EAFNOSUPPORT'
+  | 'EAGAIN'
+  | 'EAI_ADDRFAMILY'
+  | 'EAI_AGAIN'
+  | 'EAI_BADFLAGS'
+  | 'EAI_BADHINTS'
+  | 'EAI_CANCELED'
+  | 'EAI_FAIL'
+  | 'EAI_FAMILY'
+  | 'EAI_MEMORY'
+  | 'EAI_NODATA'
+  | 'EAI_NONAME'
+  | 'EAI_OVERFLOW'
+  | 'EAI_PROTOCOL'
+  | 'EAI_SERVICE'
+  | 'EAI_SOCKTYPE'
+  | 'EALREADY'
+  | 'EBADF'
+  | 'EBUSY'
+  | 'ECANCELED'
+  | 'ECHARSET'
+  | 'ECONNABORTED'
+  | 'ECONNREFUSED'
+  | 'ECONNRESET'
+  | 'EDESTADDRREQ'
+  | 'EEXIST'
+  | 'EFAULT'
+  | 'EFBIG'
+  | 'EFTYPE'
+  | 'EHOSTDOWN'
+  | 'EHOSTUNREACH'
+  | 'EILSEQ'
+  | 'EINTR'
+  | 'EINVAL'
+  | 'EIO'
+  | 'EISCONN'
+  | 'EISDIR'
+  | 'ELOOP'
+  | 'EMFILE'
+  | 'EMLINK'
+  | 'EMSGSIZE'
+  | 'ENAMETOOLONG'
+  | 'ENETDOWN'
+  | 'ENETUNREACH'
+  | 'ENFILE'
+  | 'ENOBUFS'
+  | 'ENODATA'
+  | 'ENODEV'
+  | 'ENOENT'
+  | 'ENOMEM'
+  | 'ENONET'
+  | 'ENOPROTOOPT'
+  | 'ENOSPC'
+  | 'ENOSYS'
+  | 'ENOTCONN'
+  | 'ENOTDIR'
+  | 'ENOTEMPTY'
+  | 'ENOTSOCK'
+  | 'ENOTSUP'
+  | 'ENOTTY'
+  | 'ENXIO'
+  | 'EOF'
+  | 'EOVERFLOW'
+  | 'EPERM'
+  | 'EPIPE'
+  | 'EPROTO'
+  | 'EPROTONOSUPPORT'
+  | 'EPROTOTYPE'
+  | 'ERANGE'
+  | 'EREMOTEIO'
+  | 'EROFS'
+  | 'ESHUTDOWN'
+  | 'ESOCKTNOSUPPORT'
+  | 'ESPIPE'
+  | 'ESRCH'
+  | 'ETIMEDOUT'
+  | 'ETXTBSY'
+  | 'EUNATCH'
+  | 'EXDEV'
+  | 'UNKNOWN'
+  | `E${number}`;
+
+/** `code` of a {@link ScsiError}: `ERR_SCSI_` + the sense key name, or the status name without sense. */
+export type ScsiErrorCode =
+  | `ERR_SCSI_${keyof typeof SenseKey | keyof typeof ScsiStatus}`
+  | `ERR_SCSI_SENSE_KEY_0x${string}`
+  | `ERR_SCSI_STATUS_0x${string}`;
+
+/** `code` of an `IscsiInitiatorError` (lba-status/sim's userspace initiator). */
+export type IscsiInitiatorErrorCode =
+  | 'ERR_ISCSI_INITIATOR'
+  | 'ERR_ISCSI_LOGIN'
+  | 'ERR_ISCSI_LOGIN_TIMEOUT'
+  | 'ERR_ISCSI_LOGIN_PROTOCOL'
+  | 'ERR_ISCSI_CHAP_REQUIRED'
+  | 'ERR_ISCSI_MUTUAL_CHAP'
+  | 'ERR_ISCSI_REJECT'
+  | 'ERR_ISCSI_PROTOCOL'
+  | 'ERR_ISCSI_TARGET_FAILURE'
+  | 'ECONNRESET'
+  | 'ETIMEDOUT'
+  | 'ABORT_ERR';
+
+/** `code` of an `ExportError`. */
+export type ExportErrorCode =
+  | 'ERR_LBA_STATUS_EXPORT_INCOMPLETE'
+  | 'ERR_LBA_STATUS_EXPORT_CORRUPT'
+  | 'ERR_LBA_STATUS_EXPORT_INVALID';
+
+/** `code` of an `OciDeltaError` (lba-status/oci). */
+export type OciDeltaErrorCode =
+  | 'ERR_OCI_SDK_MISSING'
+  | 'ERR_OCI_BAD_OCID'
+  | 'ERR_OCI_SAME_BACKUP'
+  | 'ERR_OCI_BACKUP_TYPE_MISMATCH'
+  | 'ERR_OCI_BAD_CHANGE_BLOCK_SIZE'
+  | 'ERR_OCI_BACKUP_NOT_FOUND'
+  | 'ERR_OCI_BACKUP_NOT_AVAILABLE'
+  | 'ERR_OCI_BACKUPS_DIFFERENT_VOLUMES'
+  | 'ERR_OCI_BACKUP_ORDER'
+  | 'ERR_OCI_SECOND_BACKUP_NOT_INCREMENTAL'
+  | 'ERR_OCI_FULL_BACKUP_BETWEEN'
+  | 'ERR_OCI_VOLUME_RESIZED'
+  | 'ERR_OCI_REQUEST_REJECTED'
+  | 'ERR_OCI_NOT_AUTHENTICATED'
+  | 'ERR_OCI_NOT_FOUND'
+  | 'ERR_OCI_CONFLICT'
+  | 'ERR_OCI_SERVICE'
+  | 'ERR_OCI_NETWORK'
+  | 'ERR_OCI_LIFECYCLE'
+  | 'ERR_OCI_TIMEOUT'
+  | 'ERR_OCI_IMDS'
+  | 'ERR_OCI_ATTACHMENT'
+  | 'ERR_OCI_DEVICE_NOT_FOUND'
+  | 'ERR_OCI_RELEASE'
+  | 'ERR_ISCSIADM';
+
+/** `code` of a `JobQueueError` (lba-status/jobs). */
+export type JobQueueErrorCode =
+  /** `bullmq` or `ioredis` is not installed. */
+  | 'ERR_BULLMQ_MISSING'
+  /** A job spec or queue option is not valid (bad job id, missing backup, …). */
+  | 'ERR_JOB_SPEC'
+  /** Redis could not be reached (refused, timed out, authentication failed). */
+  | 'ERR_QUEUE_UNREACHABLE';
+
+/** Codes of the Node-style argument errors (validate.ts: TypeError/RangeError subclasses). */
+export type ArgumentErrorCode =
+  | 'ERR_INVALID_ARG_TYPE'
+  | 'ERR_INVALID_ARG_VALUE'
+  | 'ERR_OUT_OF_RANGE';
+
+/**
+ * Codes of errors the native addon throws as plain `Error`s (an unsupported platform, an internal
+ * failure, a command queue used after close): they reach a caller only through misuse or a bug.
+ */
+export type NativeErrorCode =
+  | 'ERR_LBA_STATUS_UNSUPPORTED_PLATFORM'
+  | 'ERR_LBA_STATUS_NO_MEMORY'
+  | 'ERR_LBA_STATUS_QUEUE_CLOSED'
+  | 'ERR_LBA_STATUS_INTERNAL';
+
+/** Every `code` an error thrown by lba-status can have: one closed union. */
+export type ErrorCode =
+  | SystemErrorCode
+  | ScsiErrorCode
+  | 'ERR_SCSI_TRANSPORT'
+  | 'ERR_ISCSI_LOGIN'
+  | 'ERR_LBA_STATUS_MALFORMED'
+  | 'ERR_LBA_STATUS_DEVICE_CLOSED'
+  | 'ERR_LBA_STATUS_BINDING'
+  | 'ERR_LBA_STATUS_NOT_WHOLE_DISK'
+  | 'ERR_LBA_STATUS_SHORT_READ'
+  | 'ERR_LBA_STATUS_EXPORT_MISMATCH'
+  | 'ERR_LBA_STATUS_VERIFY_MISMATCH'
+  | 'ERR_NOT_A_DEVICE'
+  | NativeErrorCode
+  | 'ABORT_ERR'
+  | ExportErrorCode
+  | IscsiInitiatorErrorCode
+  | OciDeltaErrorCode
+  | JobQueueErrorCode
+  | ArgumentErrorCode;
+
+/**
+ * The base class of every lba-status error: `err instanceof LbaStatusError` holds for an error
+ * from any entry point, imported or required (the ESM entries re-export the one CommonJS build).
+ * Narrow by `code` or by the subclass.
+ */
+export abstract class LbaStatusError extends Error {
+  override name = 'LbaStatusError';
+  abstract readonly code: ErrorCode;
+}
 
 /** What to do about each errno, in the context of opening a device and sending it SG_IO. */
 const errnoHints: Record<string, string> = {
@@ -45,9 +254,9 @@ const errnoHints: Record<string, string> = {
  * A failed system call, shaped like Node's own fs errors: `code`, `errno` (negative), `syscall`,
  * `path`, and a message `CODE: description, syscall 'path'` followed by what to do.
  */
-export class DeviceSystemError extends Error {
+export class DeviceSystemError extends LbaStatusError {
   override name = 'DeviceSystemError';
-  readonly code: string;
+  readonly code: SystemErrorCode;
   readonly errno: number;
   readonly syscall: string;
   readonly path: string;
@@ -56,10 +265,9 @@ export class DeviceSystemError extends Error {
 
   constructor(errno: number, syscall: string, path: string, options?: { cause?: unknown }) {
     const negative = -Math.abs(errno);
-    const [code, description] = getSystemErrorMap().get(negative) ?? [
-      `E${Math.abs(errno)}`,
-      'unknown error',
-    ];
+    const [code, description] = (getSystemErrorMap().get(negative) as
+      | [SystemErrorCode, string]
+      | undefined) ?? [`E${Math.abs(errno)}` as const, 'unknown error'];
     const hint = errnoHints[code];
     super(`${code}: ${description}, ${syscall} '${path}'${hint ? ` (${hint})` : ''}`, options);
     this.code = code;
@@ -100,10 +308,10 @@ interface CommandContext {
  * The device completed the command with CHECK CONDITION (sense decoded) or another non-GOOD
  * status (BUSY, TASK SET FULL, RESERVATION CONFLICT…).
  */
-export class ScsiError extends Error {
+export class ScsiError extends LbaStatusError {
   override name = 'ScsiError';
   /** `ERR_SCSI_ILLEGAL_REQUEST`, `ERR_SCSI_UNIT_ATTENTION`, `ERR_SCSI_BUSY`, … */
-  readonly code: string;
+  readonly code: ScsiErrorCode;
   readonly command: string;
   readonly path: string;
   /** SCSI status byte and its name. */
@@ -128,7 +336,7 @@ export class ScsiError extends Error {
   ) {
     const statusText = scsiStatusName(status);
     let message: string;
-    let code: string;
+    let code: ScsiErrorCode;
     if (decoded) {
       const keyName = senseKeyName(decoded.senseKey);
       const what = ascName(decoded.asc, decoded.ascq);
@@ -137,7 +345,7 @@ export class ScsiError extends Error {
         : '';
       const hint = senseHints[decoded.senseKey];
       message = `${context.command} on '${context.path}': ${keyName.replaceAll('_', ' ')}, ${what} (sense key 0x${decoded.senseKey.toString(16)}, ASC/ASCQ 0x${hex2(decoded.asc)}/0x${hex2(decoded.ascq)}${pointer})${hint ? `: ${hint}` : ''}`;
-      code = `ERR_SCSI_${keyName}`;
+      code = `ERR_SCSI_${keyName}` as ScsiErrorCode;
     } else {
       const hint =
         status === ScsiStatus.BUSY || status === ScsiStatus.TASK_SET_FULL
@@ -146,7 +354,7 @@ export class ScsiError extends Error {
             ? ': another initiator holds a reservation on the device'
             : '';
       message = `${context.command} on '${context.path}': SCSI status ${statusText} (0x${hex2(status)})${sense.length ? ' with unrecognised sense data' : ''}${hint}`;
-      code = `ERR_SCSI_${statusText}`;
+      code = `ERR_SCSI_${statusText}` as ScsiErrorCode;
     }
     super(message);
     this.code = code;
@@ -168,7 +376,7 @@ export class ScsiError extends Error {
  * The command did not complete: the host adapter or transport reported a failure (timeout,
  * abort, lost connection). Never a success, whatever the data buffer holds.
  */
-export class TransportError extends Error {
+export class TransportError extends LbaStatusError {
   override name = 'TransportError';
   readonly code = 'ERR_SCSI_TRANSPORT';
   readonly command: string;
@@ -204,7 +412,7 @@ export class TransportError extends Error {
  * The iSCSI target refused the login (RFC 7143 §11.13.5 status class 2 or 3): wrong target
  * name, CHAP failure, no such LUN path, or the target is out of resources.
  */
-export class IscsiLoginError extends Error {
+export class IscsiLoginError extends LbaStatusError {
   override name = 'IscsiLoginError';
   readonly code = 'ERR_ISCSI_LOGIN';
   /** The `iscsi://` address, without any secret. */
@@ -225,7 +433,7 @@ export class IscsiLoginError extends Error {
  * The device's reply breaks the standard (short reply, a partial or overlapping descriptor,
  * an extent past the capacity, no progress…). Scanning stops: skipping it could lose changes.
  */
-export class MalformedReplyError extends Error {
+export class MalformedReplyError extends LbaStatusError {
   override name = 'MalformedReplyError';
   readonly code = 'ERR_LBA_STATUS_MALFORMED';
   readonly command: string;
@@ -244,24 +452,10 @@ export class MalformedReplyError extends Error {
 }
 
 /** The device handle was closed before or while the operation ran. */
-export class DeviceClosedError extends Error {
+export class DeviceClosedError extends LbaStatusError {
   override name = 'DeviceClosedError';
   readonly code = 'ERR_LBA_STATUS_DEVICE_CLOSED';
   constructor(path: string) {
     super(`The device '${path}' is closed; open it again with openDevice()`);
   }
-}
-
-/** Rejection for an aborted operation, shaped like Node's AbortError. */
-export class AbortError extends Error {
-  override name = 'AbortError';
-  readonly code = 'ABORT_ERR';
-  constructor(message = 'The operation was aborted', options?: { cause?: unknown }) {
-    super(message, options);
-  }
-}
-
-/** Throws an {@link AbortError} (with the signal's reason as cause) if `signal` has fired. */
-export function throwIfAborted(signal: AbortSignal | undefined): void {
-  if (signal?.aborted) throw new AbortError(undefined, { cause: signal.reason });
 }

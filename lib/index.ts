@@ -11,30 +11,36 @@
  * @packageDocumentation
  */
 
+export { AbortError } from './abort.js';
 export { LbaStatusDevice, openDevice } from './api/device.js';
-export type {
-  LbaStatusColumns,
-  NativeBinding,
-  NativeCommandQueue,
-  RawSgResult,
-} from './binding.js';
+export type { CommandEngine, LbaStatusColumns } from './binding.js';
 export { BindingLoadError, DataDirection } from './binding.js';
 export {
   type ChapOptions,
   type CommandResult,
   type DeviceInfo,
+  type DeviceSettings,
   type ExecuteOptions,
   type OpenOptions,
   ScsiDevice,
 } from './device/device.js';
 export type { RetryPolicy } from './device/execute.js';
 export {
-  AbortError,
+  type ArgumentErrorCode,
   DeviceClosedError,
   DeviceSystemError,
+  type ErrorCode,
+  type ExportErrorCode,
+  type IscsiInitiatorErrorCode,
   IscsiLoginError,
+  type JobQueueErrorCode,
+  LbaStatusError,
   MalformedReplyError,
+  type NativeErrorCode,
+  type OciDeltaErrorCode,
   ScsiError,
+  type ScsiErrorCode,
+  type SystemErrorCode,
   TransportError,
 } from './errors.js';
 export {
@@ -73,7 +79,6 @@ export {
 } from './scan/changed.js';
 export type { GetLbaStatusReply, GetLbaStatusRequest } from './scan/get-lba-status.js';
 export {
-  isUnsupportedForm,
   type LbaExtent,
   type LbaStatusBatch,
   maxWindowBlocks,
@@ -85,6 +90,15 @@ export {
   scanBatches,
   scanExtents,
 } from './scan/scanner.js';
+export type {
+  BlockLimits,
+  Capacity,
+  CommandSupport,
+  Designator,
+  LogicalBlockProvisioning,
+  StandardInquiry,
+} from './scsi/commands.js';
+export { ScsiStatus, SenseKey } from './scsi/names.js';
 export { type DecodedSense, decodeSense, type FieldPointer } from './scsi/sense.js';
-export { NotWholeDiskError } from './transport/resolve.js';
+export { NotWholeDiskError, type ResolveOptions } from './transport/resolve.js';
 export type { CommandOutcome, ScsiTransport, TransportCommand } from './transport/types.js';

@@ -16,9 +16,14 @@
  * ```
  */
 
+export { type IscsiInitiatorErrorCode, LbaStatusError } from './errors.js';
 export {
   type CommandOptions,
-  type CommandResult,
+  /** The outcome of one command sent by {@link IscsiInitiator} (lba-status's is `CommandResult`). */
+  type CommandResult as IscsiCommandResult,
+  type ExecuteOptions as IscsiExecuteOptions,
+  type ExecuteResult as IscsiExecuteResult,
+  type InitiatorChap,
   type InitiatorOptions,
   IscsiInitiator,
   IscsiInitiatorError,
@@ -40,15 +45,37 @@ export {
   type DeviceProfile,
   DeviceServer,
   type DeviceServerOptions,
+  type FaultAction,
   type GlsMalformation,
   type GlsQuirks,
-  glsDescriptors,
   NexusState,
   type ScsiRequest,
   type ScsiResult,
   VOLUME_LUN,
 } from './sim/device-server.js';
-export * from './sim/fake-oci/index.js';
+export { type FakeOciCredentials, fakeOcid } from './sim/fake-oci/credentials.js';
+export {
+  type OciSimulation,
+  type OciSimulationInfo,
+  type OciSimulationOptions,
+  startOciSimulation,
+} from './sim/fake-oci/oci-simulation.js';
+export {
+  type AttachTarget,
+  type AttachTargetContext,
+  DEFAULT_MAX_ATTACHMENTS_PER_INSTANCE,
+  FAKE_OCI_LIMITS,
+  type FakeBackup,
+  type FakeInstance,
+  FakeOciApi,
+  type FakeOciApiOptions,
+  type FakeOciDelays,
+  type FakeOciLimits,
+  type FakeOperation,
+  type FakeRequestLog,
+  type OciFaultSpec,
+  startFakeOciApi,
+} from './sim/fake-oci/server.js';
 export {
   FAULT_KINDS,
   FAULT_TARGETS,
@@ -59,7 +86,6 @@ export {
   type FaultTarget,
   parseFault,
 } from './sim/faults.js';
-export { createPrng, type Prng } from './sim/prng.js';
 export {
   buildChangedMap,
   changedByteExtents,
@@ -71,7 +97,12 @@ export {
   type SimulatorOptions,
   startSimulator,
 } from './sim/simulator.js';
-export { IscsiTarget, type TargetOptions, type TargetStats } from './sim/target.js';
+export {
+  IscsiTarget,
+  type TargetLimits,
+  type TargetOptions,
+  type TargetStats,
+} from './sim/target.js';
 export {
   createMemoryTransport,
   type MemoryTestHook,

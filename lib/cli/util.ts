@@ -1,4 +1,6 @@
 /** Small helpers shared by the CLI commands: numbers, exit codes, progress lines. */
+
+import { isAbortError } from '../abort.js';
 import {
   DeviceSystemError,
   IscsiLoginError,
@@ -77,12 +79,7 @@ export function reportError(error: unknown, io: CliIo): number {
     return ExitCode.usage;
   }
   io.stderr.write(`lba-status: ${message}\n`);
-  if (
-    error instanceof Error &&
-    (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR')
-  ) {
-    return ExitCode.aborted;
-  }
+  if (isAbortError(error)) return ExitCode.aborted;
   if (error instanceof DeviceSystemError) return ExitCode.system;
   if (error instanceof ScsiError) return ExitCode.scsi;
   if (error instanceof TransportError || error instanceof IscsiLoginError)

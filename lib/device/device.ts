@@ -6,8 +6,9 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import { debuglog } from 'node:util';
+import { throwIfAborted } from '../abort.js';
 import type { CommandEngine } from '../binding.js';
-import { DeviceClosedError, MalformedReplyError, ScsiError, throwIfAborted } from '../errors.js';
+import { DeviceClosedError, MalformedReplyError, ScsiError } from '../errors.js';
 import {
   type BlockLimits,
   type Capacity,

@@ -25,6 +25,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { debuglog } from 'node:util';
+import { type IscsiInitiatorErrorCode, LbaStatusError } from '../errors.js';
 import { chapResponse, parseChapBinary } from './login.js';
 import {
   type DataInPdu,
@@ -154,19 +155,19 @@ export interface ExecuteResult {
 }
 
 /** A failure of the initiator itself (login, closed session), with a stable `code`. */
-export class IscsiInitiatorError extends Error {
+export class IscsiInitiatorError extends LbaStatusError {
   override name = 'IscsiInitiatorError';
   /**
    * `ERR_ISCSI_LOGIN` (the target refused: see statusClass/statusDetail),
    * `ERR_ISCSI_LOGIN_TIMEOUT`, `ERR_ISCSI_LOGIN_PROTOCOL`, `ERR_ISCSI_CHAP_REQUIRED`,
    * `ERR_ISCSI_MUTUAL_CHAP`, `ECONNRESET`, `ETIMEDOUT`, `ERR_ISCSI_REJECT`, `ABORT_ERR`, …
    */
-  readonly code: string;
+  readonly code: IscsiInitiatorErrorCode;
   readonly statusClass: number | undefined;
   readonly statusDetail: number | undefined;
   constructor(
     message: string,
-    code = 'ERR_ISCSI_INITIATOR',
+    code: IscsiInitiatorErrorCode = 'ERR_ISCSI_INITIATOR',
     status?: { statusClass: number; statusDetail: number },
     options?: { cause?: unknown },
   ) {

@@ -6,6 +6,8 @@
  * Shared by the simulator's target and the userspace initiator in ./initiator.ts.
  */
 
+import { LbaStatusError } from '../errors.js';
+
 /** BHS opcodes (byte 0, bits 5:0). */
 export const Opcode = {
   NopOut: 0x00,
@@ -77,7 +79,7 @@ export const RejectReason = {
 } as const;
 
 /** Errors in the byte stream: the connection cannot continue. */
-export class IscsiProtocolError extends Error {
+export class IscsiProtocolError extends LbaStatusError {
   override name = 'IscsiProtocolError';
   readonly code = 'ERR_ISCSI_PROTOCOL';
 }

@@ -8,9 +8,9 @@
  * release. Everything the job made is released on every exit path (success, error, abort).
  */
 import { join } from 'node:path';
+import { AbortError } from '../abort.js';
 import { openDevice } from '../api/device.js';
 import type { OpenOptions } from '../device/device.js';
-import { AbortError } from '../errors.js';
 import {
   type OciAttachMode,
   type OciDeltaProvisionerConfig,

@@ -1,4 +1,4 @@
-export { AbortError } from '../errors.js';
+export { AbortError } from '../abort.js';
 export { ExportMismatchError } from '../read/export.js';
 export {
   type DeltaJobOptions,

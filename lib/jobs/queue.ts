@@ -9,18 +9,13 @@
  */
 import type * as Bullmq from 'bullmq';
 import type * as IORedis from 'ioredis';
+import { type JobQueueErrorCode, LbaStatusError } from '../errors.js';
 import type { DeltaJobSpec } from './delta-job.js';
 
-/** Stable codes of {@link JobQueueError}. */
-export type JobQueueErrorCode =
-  /** `bullmq` or `ioredis` is not installed. */
-  | 'ERR_BULLMQ_MISSING'
-  /** A job spec or queue option is not valid (bad job id, missing backup, …). */
-  | 'ERR_JOB_SPEC'
-  /** Redis could not be reached (refused, timed out, authentication failed). */
-  | 'ERR_QUEUE_UNREACHABLE';
+/** Stable codes of {@link JobQueueError} (the registry is lib/errors.ts). */
+export type { JobQueueErrorCode };
 
-export class JobQueueError extends Error {
+export class JobQueueError extends LbaStatusError {
   override name = 'JobQueueError';
   readonly code: JobQueueErrorCode;
   constructor(code: JobQueueErrorCode, message: string, options?: { cause?: unknown }) {

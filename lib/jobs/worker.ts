@@ -16,10 +16,10 @@
  */
 import type * as Bullmq from 'bullmq';
 import type * as IORedis from 'ioredis';
+import { isAbortError } from '../abort.js';
 import type { OciAttachMode, OciDeltaProvisionerConfig } from '../oci/provisioner.js';
 import { OciDeltaVolumeProvisioner } from '../oci/provisioner.js';
 import { sweep } from '../oci/sweep.js';
-import { isAbortError } from '../provision/errors.js';
 import {
   type DeltaJobOptions,
   type DeltaJobProgress,

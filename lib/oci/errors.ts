@@ -1,36 +1,13 @@
+import { LbaStatusError, type OciDeltaErrorCode } from '../errors.js';
+
 /**
  * Typed errors of the OCI delta workflow. Every error has a stable `code`; errors that match a
  * response OCI documents for delta volumes carry that `httpStatus` and its documented meaning, so a
  * pre-flight failure reads the same as the one OCI would have returned after a billed request.
  */
 
-/** Stable error codes. */
-export type OciDeltaErrorCode =
-  | 'ERR_OCI_SDK_MISSING'
-  | 'ERR_OCI_BAD_OCID'
-  | 'ERR_OCI_SAME_BACKUP'
-  | 'ERR_OCI_BACKUP_TYPE_MISMATCH'
-  | 'ERR_OCI_BAD_CHANGE_BLOCK_SIZE'
-  | 'ERR_OCI_BACKUP_NOT_FOUND'
-  | 'ERR_OCI_BACKUP_NOT_AVAILABLE'
-  | 'ERR_OCI_BACKUPS_DIFFERENT_VOLUMES'
-  | 'ERR_OCI_BACKUP_ORDER'
-  | 'ERR_OCI_SECOND_BACKUP_NOT_INCREMENTAL'
-  | 'ERR_OCI_FULL_BACKUP_BETWEEN'
-  | 'ERR_OCI_VOLUME_RESIZED'
-  | 'ERR_OCI_REQUEST_REJECTED'
-  | 'ERR_OCI_NOT_AUTHENTICATED'
-  | 'ERR_OCI_NOT_FOUND'
-  | 'ERR_OCI_CONFLICT'
-  | 'ERR_OCI_SERVICE'
-  | 'ERR_OCI_NETWORK'
-  | 'ERR_OCI_LIFECYCLE'
-  | 'ERR_OCI_TIMEOUT'
-  | 'ERR_OCI_IMDS'
-  | 'ERR_OCI_ATTACHMENT'
-  | 'ERR_OCI_DEVICE_NOT_FOUND'
-  | 'ERR_OCI_RELEASE'
-  | 'ERR_ISCSIADM';
+/** Stable error codes (the registry is lib/errors.ts). */
+export type { OciDeltaErrorCode };
 
 /** What OCI documents for each status of a delta-volume create ([OCI-CBT] "Response codes"). */
 export const DOCUMENTED_DELTA_STATUS: Readonly<Record<number, string>> = {
@@ -55,7 +32,7 @@ export interface OciDeltaErrorDetails {
   cause?: unknown;
 }
 
-export class OciDeltaError extends Error {
+export class OciDeltaError extends LbaStatusError {
   override name = 'OciDeltaError';
   readonly code: OciDeltaErrorCode;
   readonly httpStatus?: number;
@@ -107,7 +84,7 @@ export const ISCSIADM_EXIT: Readonly<Record<number, string>> = {
 };
 
 /** iscsiadm failed. Carries the exit status, its meaning and the argv with secrets redacted. */
-export class IscsiadmError extends Error {
+export class IscsiadmError extends LbaStatusError {
   override name = 'IscsiadmError';
   readonly code = 'ERR_ISCSIADM' as const;
   readonly exitCode: number | null;

@@ -6,7 +6,7 @@
  */
 import { mkdir, open, readFile, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { abortError, sleep } from '../provision/errors.js';
+import { abortError, sleep } from '../abort.js';
 
 const chains = new Map<string, Promise<unknown>>();
 

@@ -21,20 +21,22 @@ export interface IscsiadmOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export interface IscsiTarget {
+/** An iSCSI target as OCI reports an attachment: IQN and portal (not lba-status/sim's IscsiTarget server). */
+export interface IscsiPortalTarget {
   iqn: string;
   /** IPv4 or IPv6 address of the portal. */
   address: string;
   port: number;
 }
 
-export interface ChapCredentials {
+/** CHAP user and secret for iscsiadm (node.session.auth.*). */
+export interface IscsiadmChap {
   username: string;
   secret: string;
 }
 
 /** `ip:port`, or `[ipv6]:port`. */
-export function portalOf(t: IscsiTarget): string {
+export function portalOf(t: IscsiPortalTarget): string {
   return t.address.includes(':') ? `[${t.address}]:${t.port}` : `${t.address}:${t.port}`;
 }
 
@@ -99,12 +101,12 @@ export class Iscsiadm {
     );
   }
 
-  private nodeArgs(t: IscsiTarget): string[] {
+  private nodeArgs(t: IscsiPortalTarget): string[] {
     return ['-m', 'node', '-T', t.iqn, '-p', portalOf(t)];
   }
 
   /** Creates the node record (no discovery needed), startup manual, CHAP when given. */
-  async addNode(t: IscsiTarget, chap?: ChapCredentials): Promise<void> {
+  async addNode(t: IscsiPortalTarget, chap?: IscsiadmChap): Promise<void> {
     await this.run([...this.nodeArgs(t), '-o', 'new'], [15]);
     await this.update(t, 'node.startup', 'manual');
     if (chap) {
@@ -114,7 +116,7 @@ export class Iscsiadm {
     }
   }
 
-  async update(t: IscsiTarget, name: string, value: string, secret = false): Promise<void> {
+  async update(t: IscsiPortalTarget, name: string, value: string, secret = false): Promise<void> {
     await this.run(
       [...this.nodeArgs(t), '-o', 'update', '-n', name, '-v', value],
       [],
@@ -123,18 +125,18 @@ export class Iscsiadm {
   }
 
   /** Logs in; "already logged in" (15) is success. */
-  async login(t: IscsiTarget): Promise<void> {
+  async login(t: IscsiPortalTarget): Promise<void> {
     await this.run([...this.nodeArgs(t), '-l'], [15]);
   }
 
   /** Logs out; "no session" (21) is success, and so is a missing iscsiadm (it made nothing). */
-  async logout(t: IscsiTarget): Promise<void> {
+  async logout(t: IscsiPortalTarget): Promise<void> {
     refuseBootTarget(t);
     await this.run([...this.nodeArgs(t), '-u'], [21]).catch(ignoreMissingBinary);
   }
 
   /** Deletes the node record; "no record" (21) is success, and so is a missing iscsiadm. */
-  async deleteNode(t: IscsiTarget): Promise<void> {
+  async deleteNode(t: IscsiPortalTarget): Promise<void> {
     refuseBootTarget(t);
     await this.run([...this.nodeArgs(t), '-o', 'delete'], [21]).catch(ignoreMissingBinary);
   }
@@ -152,7 +154,7 @@ function ignoreMissingBinary(err: unknown): void {
 }
 
 /** Never log out of or delete an instance's boot target (OCI names them …boot:uefi). */
-function refuseBootTarget(t: IscsiTarget): void {
+function refuseBootTarget(t: IscsiPortalTarget): void {
   if (/boot:uefi$/i.test(t.iqn)) {
     throw new IscsiadmError(7, null, ['-T', t.iqn], `refusing to touch the boot target ${t.iqn}`);
   }

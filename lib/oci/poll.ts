@@ -3,7 +3,7 @@
  * TERMINATED): explicit deadline, AbortSignal, backoff, transient errors tolerated until the
  * deadline, 404 mapped to "gone" when asked.
  */
-import { abortError, sleep } from '../provision/errors.js';
+import { abortError, sleep } from '../abort.js';
 import { OciDeltaError } from './errors.js';
 import { fromOciError, isNotFound, isTransient } from './sdk.js';
 

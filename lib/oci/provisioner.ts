@@ -15,8 +15,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import type * as OciCore from 'oci-core';
+import { throwIfAborted } from '../abort.js';
 import { iscsiUrl, OCI_VOLUME_LUN, withDeviceOptions } from '../provision/device.js';
-import { throwIfAborted } from '../provision/errors.js';
 import { releaseAndRethrow, releaseOnce } from '../provision/release.js';
 import type {
   ProvisionedVolume,
@@ -28,10 +28,10 @@ import { validateOneOf } from '../validate.js';
 import { OciDeltaError } from './errors.js';
 import { DEFAULT_IMDS_URL, fetchInstanceIdentity, type InstanceIdentity } from './imds.js';
 import {
-  type ChapCredentials,
   Iscsiadm,
+  type IscsiadmChap,
   type IscsiadmOptions,
-  type IscsiTarget,
+  type IscsiPortalTarget,
 } from './iscsiadm.js';
 import { backupKind, type DeltaVolumeKind, requireOcid } from './ocid.js';
 import { type PollTiming, pollUntil } from './poll.js';
@@ -122,7 +122,7 @@ export interface OciDeltaVolume extends ProvisionedVolume {
   readonly attachmentId: string;
   readonly jobId: string;
   readonly changeBlockSize: number;
-  readonly target: IscsiTarget;
+  readonly target: IscsiPortalTarget;
   /** How the volume is reached: the kernel initiator or lba-status's userspace initiator. */
   readonly attach: OciAttachMode;
   /** Size of the delta volume in bytes (the source volume's size). */
@@ -264,7 +264,7 @@ interface JobState {
   attachAttempted: boolean;
   attachmentId?: string;
   instanceId?: string;
-  target?: IscsiTarget;
+  target?: IscsiPortalTarget;
   nodeAttempted: boolean;
   loginAttempted: boolean;
   done: Set<string>;
@@ -615,9 +615,9 @@ export class OciDeltaVolumeProvisioner
           { resourceId: attached.id },
         );
       }
-      const target: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
+      const target: IscsiPortalTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
       state.target = target;
-      const chap: ChapCredentials | undefined =
+      const chap: IscsiadmChap | undefined =
         iscsi.chapUsername && iscsi.chapSecret
           ? { username: iscsi.chapUsername, secret: iscsi.chapSecret }
           : undefined;
@@ -736,13 +736,13 @@ export class OciDeltaVolumeProvisioner
     await step(
       'logout',
       state.loginAttempted && target !== undefined,
-      () => this.iscsiadm.logout(target as IscsiTarget),
+      () => this.iscsiadm.logout(target as IscsiPortalTarget),
       target?.iqn,
     );
     await step(
       'node-delete',
       state.nodeAttempted && target !== undefined,
-      () => this.iscsiadm.deleteNode(target as IscsiTarget),
+      () => this.iscsiadm.deleteNode(target as IscsiPortalTarget),
       target?.iqn,
     );
     if (state.createAttempted && state.volumeId === undefined) {
@@ -855,7 +855,7 @@ export class OciDeltaVolumeProvisioner
           iscsi.ipv4 &&
           iscsi.port
         ) {
-          const t: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
+          const t: IscsiPortalTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
           progress('logout', 'start', t.iqn);
           try {
             await this.iscsiadm.logout(t);

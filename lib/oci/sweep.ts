@@ -6,10 +6,10 @@
  * without our tag.
  */
 import type * as OciCore from 'oci-core';
-import { throwIfAborted } from '../provision/errors.js';
+import { throwIfAborted } from '../abort.js';
 import type { ProvisionProgress } from '../provision/types.js';
 import { OciDeltaError } from './errors.js';
-import type { IscsiTarget } from './iscsiadm.js';
+import type { IscsiPortalTarget } from './iscsiadm.js';
 import type { OciDeltaVolumeProvisioner } from './provisioner.js';
 import { fromOciError } from './sdk.js';
 import { isOurs, TAG_ATTACH, TAG_CREATED, TAG_INSTANCE } from './tags.js';
@@ -126,7 +126,7 @@ export async function sweep(
         iscsi.ipv4 &&
         iscsi.port
       ) {
-        const t: IscsiTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
+        const t: IscsiPortalTarget = { iqn: iscsi.iqn, address: iscsi.ipv4, port: iscsi.port };
         progress('logout', 'start', t.iqn);
         try {
           await p.iscsiadm.logout(t);

@@ -7,9 +7,9 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { abortError, sleep } from '../provision/errors.js';
+import { abortError, sleep } from '../abort.js';
 import { OciDeltaError } from './errors.js';
-import type { IscsiTarget } from './iscsiadm.js';
+import type { IscsiPortalTarget } from './iscsiadm.js';
 
 export interface IscsiDevice {
   devicePath: string;
@@ -56,7 +56,7 @@ function sameAddress(a: string, b: string): boolean {
 }
 
 /** Sessions whose target name and portal match. */
-export async function findSessions(sysfsRoot: string, t: IscsiTarget): Promise<string[]> {
+export async function findSessions(sysfsRoot: string, t: IscsiPortalTarget): Promise<string[]> {
   const found: string[] = [];
   const sessions = (await list(join(sysfsRoot, 'class/iscsi_session'))).filter((s) =>
     /^session\d+$/.test(s),
@@ -80,7 +80,7 @@ export async function findSessions(sysfsRoot: string, t: IscsiTarget): Promise<s
 
 /** One look: the disk of the session, or undefined when it is not there (yet). */
 export async function lookupDevice(
-  t: IscsiTarget,
+  t: IscsiPortalTarget,
   options: FindDeviceOptions = {},
 ): Promise<IscsiDevice | undefined> {
   const root = options.sysfsRoot ?? '/sys';
@@ -127,7 +127,7 @@ export async function lookupDevice(
 
 /** Waits for the disk of the session to appear. */
 export async function waitForDevice(
-  t: IscsiTarget,
+  t: IscsiPortalTarget,
   options: FindDeviceOptions = {},
 ): Promise<IscsiDevice> {
   const timeoutMs = options.timeoutMs ?? 60_000;

@@ -5,7 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { type VolumeChap, withDeviceOptions } from './device.js';
-import { throwIfAborted } from './errors.js';
+import { NotADeviceError, throwIfAborted } from './errors.js';
 import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
 
 export interface AttachedDeviceOptions extends ProvisionOptions {
@@ -55,12 +55,7 @@ export class AttachedDeviceProvisioner implements VolumeProvisioner<AttachedDevi
       for (const path of sgPath === undefined ? [devicePath] : [devicePath, sgPath]) {
         const st = await stat(path); // ENOENT/EACCES surface as Node-shaped errors naming the path
         if (!st.isBlockDevice() && !st.isCharacterDevice()) {
-          const err = new Error(
-            `${path} is not a device node; pass the block device (e.g. /dev/sdc) or its /dev/sgN`,
-          ) as Error & { code: string; path: string };
-          err.code = 'ERR_NOT_A_DEVICE';
-          err.path = path;
-          throw err;
+          throw new NotADeviceError(path);
         }
       }
     }

@@ -1,4 +1,4 @@
-import { abortError, isAbortError } from './errors.js';
+import { abortError, isAbortError } from '../abort.js';
 
 /**
  * Idempotent release: concurrent calls share one run; after success every call resolves at once;

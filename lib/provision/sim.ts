@@ -7,13 +7,14 @@
  *   initiator (no root, no iscsid), with the simulator's CHAP credentials in `deviceOptions`;
  *   release stops the target.
  */
-import { Iscsiadm, type IscsiadmOptions, type IscsiTarget } from '../oci/iscsiadm.js';
+
+import { throwIfAborted } from '../abort.js';
+import { Iscsiadm, type IscsiadmOptions, type IscsiPortalTarget } from '../oci/iscsiadm.js';
 import { waitForDevice } from '../oci/sysfs.js';
 import type { BlockExtent } from '../sim/changed-map.js';
 import { type Simulator, type SimulatorOptions, startSimulator } from '../sim/simulator.js';
 import { validateOneOf } from '../validate.js';
 import { iscsiUrl, withDeviceOptions } from './device.js';
-import { throwIfAborted } from './errors.js';
 import { releaseAndRethrow, releaseOnce } from './release.js';
 import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
 
@@ -35,7 +36,7 @@ export interface SimulatorProvisionOptions extends ProvisionOptions {
 
 export interface SimulatedVolume extends ProvisionedVolume {
   readonly simulator: Simulator;
-  readonly target: IscsiTarget;
+  readonly target: IscsiPortalTarget;
   /** What a correct report-type-1 scan returns (the simulator's changed map). */
   readonly expectedChangedExtents: BlockExtent[];
 }
@@ -62,7 +63,7 @@ export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisio
       options.onProgress?.({ step, phase, ...(detail === undefined ? {} : { detail }) });
     throwIfAborted(signal);
     let sim: Simulator | undefined;
-    let target: IscsiTarget | undefined;
+    let target: IscsiPortalTarget | undefined;
     let nodeAttempted = false;
     let loginAttempted = false;
     const done = new Set<string>();
@@ -79,9 +80,9 @@ export class SimulatorProvisioner implements VolumeProvisioner<SimulatorProvisio
           errors.push(err);
         }
       };
-      await step('logout', loginAttempted, () => this.iscsiadm.logout(target as IscsiTarget));
+      await step('logout', loginAttempted, () => this.iscsiadm.logout(target as IscsiPortalTarget));
       await step('node-delete', nodeAttempted, () =>
-        this.iscsiadm.deleteNode(target as IscsiTarget),
+        this.iscsiadm.deleteNode(target as IscsiPortalTarget),
       );
       await step('stop-target', sim !== undefined, () => (sim as Simulator).close());
       if (errors.length === 1) throw errors[0];

@@ -1,4 +1,4 @@
-import { abortError } from './errors.js';
+import { abortError } from '../abort.js';
 import type { ProvisionedVolume, ProvisionOptions, VolumeProvisioner } from './types.js';
 
 /**

@@ -16,6 +16,7 @@ import { createReadStream } from 'node:fs';
 import { type FileHandle, mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { ScsiDevice } from '../device/device.js';
+import { type ExportErrorCode, LbaStatusError } from '../errors.js';
 import { changedExtents } from '../scan/changed.js';
 import type { ScanOptions } from '../scan/scanner.js';
 import { read16Cdb } from '../scsi/commands.js';
@@ -164,7 +165,7 @@ export interface ExportOptions extends Omit<ReadChangedOptions, 'checksum' | 'on
 }
 
 /** The directory holds an export of another delta (device, geometry, change block size, backups). */
-export class ExportMismatchError extends Error {
+export class ExportMismatchError extends LbaStatusError {
   override name = 'ExportMismatchError';
   readonly code = 'ERR_LBA_STATUS_EXPORT_MISMATCH';
   constructor(
@@ -759,13 +760,10 @@ function pickScanOptions(o: Omit<ExportOptions, 'formats' | 'source'>): ScanOpti
 }
 
 /** The export is not usable (incomplete, damaged or inconsistent). */
-export class ExportError extends Error {
+export class ExportError extends LbaStatusError {
   override name = 'ExportError';
   constructor(
-    readonly code:
-      | 'ERR_LBA_STATUS_EXPORT_INCOMPLETE'
-      | 'ERR_LBA_STATUS_EXPORT_CORRUPT'
-      | 'ERR_LBA_STATUS_EXPORT_INVALID',
+    readonly code: ExportErrorCode,
     message: string,
   ) {
     super(message);
@@ -773,7 +771,7 @@ export class ExportError extends Error {
 }
 
 /** Verification found a difference. */
-export class VerifyMismatchError extends Error {
+export class VerifyMismatchError extends LbaStatusError {
   override name = 'VerifyMismatchError';
   readonly code = 'ERR_LBA_STATUS_VERIFY_MISMATCH';
   constructor(

@@ -6,8 +6,9 @@
 import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
+import { throwIfAborted } from '../abort.js';
 import type { ScsiDevice } from '../device/device.js';
-import { DeviceSystemError, throwIfAborted } from '../errors.js';
+import { DeviceSystemError, LbaStatusError } from '../errors.js';
 import { type ChangedExtent, type ChangedExtentsOptions, changedExtents } from '../scan/changed.js';
 import { read16Cdb } from '../scsi/commands.js';
 import {
@@ -70,7 +71,7 @@ export interface ReadChangedOptions
 }
 
 /** A read returned fewer bytes than asked: the device shrank or went away. */
-export class ShortReadError extends Error {
+export class ShortReadError extends LbaStatusError {
   override name = 'ShortReadError';
   readonly code = 'ERR_LBA_STATUS_SHORT_READ';
   constructor(

@@ -12,8 +12,10 @@
  * A reply that breaks the rules is a {@link MalformedReplyError}: a changed block reported as
  * unchanged would be data loss, so nothing is skipped.
  */
+
+import { throwIfAborted } from '../abort.js';
 import type { ScsiDevice } from '../device/device.js';
-import { MalformedReplyError, ScsiError, throwIfAborted } from '../errors.js';
+import { MalformedReplyError, ScsiError } from '../errors.js';
 import { SenseKey } from '../scsi/names.js';
 import {
   InvalidArgValueError,

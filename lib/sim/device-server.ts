@@ -17,7 +17,14 @@ import { createHash } from 'node:crypto';
 import { fillBlockData } from './block-data.js';
 import { type ChangedMap, STATUS_DEALLOCATED, STATUS_MAPPED } from './changed-map.js';
 import type { FaultKind } from './faults.js';
-import { descriptorSense, fixedSense, Sense, SenseKey, type SenseSpec, Status } from './sense.js';
+import {
+  descriptorSense,
+  fixedSense,
+  ScsiStatus,
+  Sense,
+  SenseKey,
+  type SenseSpec,
+} from './sense.js';
 
 export const VOLUME_LUN = 1;
 
@@ -146,11 +153,11 @@ function ff(n: number): number[] {
 }
 
 function good(data?: Buffer): ScsiResult {
-  return data ? { status: Status.Good, data } : { status: Status.Good };
+  return data ? { status: ScsiStatus.GOOD, data } : { status: ScsiStatus.GOOD };
 }
 
 function check(s: SenseSpec): ScsiResult {
-  return { status: Status.CheckCondition, sense: fixedSense(s) };
+  return { status: ScsiStatus.CHECK_CONDITION, sense: fixedSense(s) };
 }
 
 /** Descriptors an allocation length has room for, counting a partial one. */
@@ -322,9 +329,9 @@ export class DeviceServer {
       case 'drop-connection':
         return undefined;
       case 'busy':
-        return { status: Status.Busy };
+        return { status: ScsiStatus.BUSY };
       case 'task-set-full':
-        return { status: Status.TaskSetFull };
+        return { status: ScsiStatus.TASK_SET_FULL };
       case 'unit-attention':
         return check(Sense.powerOnReset);
       case 'not-ready':

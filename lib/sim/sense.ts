@@ -1,27 +1,10 @@
-/** SCSI status codes, sense keys and sense-data builders used by the simulated device server. */
+/**
+ * Sense-data builders used by the simulated device server. The numbers (status bytes, sense keys)
+ * are lib/scsi's one table, re-exported here for the simulator's modules.
+ */
+import { ScsiStatus, SenseKey } from '../scsi/names.js';
 
-export const Status = {
-  Good: 0x00,
-  CheckCondition: 0x02,
-  ConditionMet: 0x04,
-  Busy: 0x08,
-  ReservationConflict: 0x18,
-  TaskSetFull: 0x28,
-  AcaActive: 0x30,
-  TaskAborted: 0x40,
-} as const;
-
-export const SenseKey = {
-  NoSense: 0x0,
-  RecoveredError: 0x1,
-  NotReady: 0x2,
-  MediumError: 0x3,
-  HardwareError: 0x4,
-  IllegalRequest: 0x5,
-  UnitAttention: 0x6,
-  DataProtect: 0x7,
-  AbortedCommand: 0xb,
-} as const;
+export { ScsiStatus, SenseKey };
 
 /** Sense-key-specific field pointer (SPC-5 §4.4.2.4.2). */
 export interface FieldPointerSpec {
@@ -74,18 +57,18 @@ export function descriptorSense(s: SenseSpec): Buffer {
 }
 
 export const Sense = {
-  invalidOpcode: { key: SenseKey.IllegalRequest, asc: 0x20, ascq: 0x00 },
-  lbaOutOfRange: { key: SenseKey.IllegalRequest, asc: 0x21, ascq: 0x00 },
+  invalidOpcode: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x20, ascq: 0x00 },
+  lbaOutOfRange: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x21, ascq: 0x00 },
   invalidField: (field: number, bit?: number): SenseSpec => ({
-    key: SenseKey.IllegalRequest,
+    key: SenseKey.ILLEGAL_REQUEST,
     asc: 0x24,
     ascq: 0x00,
     fieldPointer: bit === undefined ? { inCdb: true, field } : { inCdb: true, field, bit },
   }),
-  lunNotSupported: { key: SenseKey.IllegalRequest, asc: 0x25, ascq: 0x00 },
-  savingNotSupported: { key: SenseKey.IllegalRequest, asc: 0x39, ascq: 0x00 },
-  writeProtected: { key: SenseKey.DataProtect, asc: 0x27, ascq: 0x00 },
-  powerOnReset: { key: SenseKey.UnitAttention, asc: 0x29, ascq: 0x00 },
-  becomingReady: { key: SenseKey.NotReady, asc: 0x04, ascq: 0x01 },
-  noSense: { key: SenseKey.NoSense, asc: 0x00, ascq: 0x00 },
+  lunNotSupported: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x25, ascq: 0x00 },
+  savingNotSupported: { key: SenseKey.ILLEGAL_REQUEST, asc: 0x39, ascq: 0x00 },
+  writeProtected: { key: SenseKey.DATA_PROTECT, asc: 0x27, ascq: 0x00 },
+  powerOnReset: { key: SenseKey.UNIT_ATTENTION, asc: 0x29, ascq: 0x00 },
+  becomingReady: { key: SenseKey.NOT_READY, asc: 0x04, ascq: 0x01 },
+  noSense: { key: SenseKey.NO_SENSE, asc: 0x00, ascq: 0x00 },
 } as const satisfies Record<string, SenseSpec | ((...a: never[]) => SenseSpec)>;

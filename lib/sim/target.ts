@@ -36,7 +36,7 @@ import { PduReader, PduTooLargeError } from '../iscsi/reader.js';
 import { decodeTextPairs, encodeText } from '../iscsi/text.js';
 import { type DeviceServer, NexusState, type ScsiResult, VOLUME_LUN } from './device-server.js';
 import type { FaultInjector } from './faults.js';
-import { fixedSense, Sense, Status } from './sense.js';
+import { fixedSense, ScsiStatus, Sense } from './sense.js';
 
 export interface TargetOptions {
   device: DeviceServer;
@@ -1087,16 +1087,16 @@ class Connection {
           this.socket.destroy();
           return;
         case 'busy':
-          result = { status: Status.Busy };
+          result = { status: ScsiStatus.BUSY };
           break;
         case 'task-set-full':
-          result = { status: Status.TaskSetFull };
+          result = { status: ScsiStatus.TASK_SET_FULL };
           break;
         case 'unit-attention':
-          result = { status: Status.CheckCondition, sense: fixedSense(Sense.powerOnReset) };
+          result = { status: ScsiStatus.CHECK_CONDITION, sense: fixedSense(Sense.powerOnReset) };
           break;
         case 'not-ready':
-          result = { status: Status.CheckCondition, sense: fixedSense(Sense.becomingReady) };
+          result = { status: ScsiStatus.CHECK_CONDITION, sense: fixedSense(Sense.becomingReady) };
           break;
         default: {
           const req: Parameters<DeviceServer['execute']>[0] = {
@@ -1110,7 +1110,7 @@ class Connection {
           result = target.options.device.execute(req);
         }
       }
-      if (result.status !== Status.Good) {
+      if (result.status !== ScsiStatus.GOOD) {
         target.log(
           `cmd ${key} lun=${pdu.lun} status=0x${result.status.toString(16)}` +
             (result.sense ? ` sense=${result.sense.subarray(0, 14).toString('hex')}` : ''),

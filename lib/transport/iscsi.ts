@@ -13,7 +13,8 @@
  *   read-only, or reconnect gave up), or the transport was closed.
  */
 import { performance } from 'node:perf_hooks';
-import { AbortError, DeviceSystemError, IscsiLoginError } from '../errors.js';
+import { AbortError } from '../abort.js';
+import { DeviceSystemError, IscsiLoginError } from '../errors.js';
 import { type ExecuteFailure, IscsiInitiator, IscsiInitiatorError } from '../iscsi/initiator.js';
 import { describeLoginStatus } from '../iscsi/login.js';
 import {

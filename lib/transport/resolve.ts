@@ -7,7 +7,7 @@
 import { constants } from 'node:fs';
 import { readdir, realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DeviceSystemError } from '../errors.js';
+import { DeviceSystemError, LbaStatusError } from '../errors.js';
 
 /** Linux major number of the sg driver's character devices. */
 export const SG_MAJOR = 21;
@@ -34,7 +34,7 @@ export interface ResolveOptions {
 }
 
 /** Error for a block device that is a partition: LBAs would not be the disk's. */
-export class NotWholeDiskError extends Error {
+export class NotWholeDiskError extends LbaStatusError {
   override name = 'NotWholeDiskError';
   readonly code = 'ERR_LBA_STATUS_NOT_WHOLE_DISK';
   readonly path: string;

@@ -13,12 +13,13 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const lib = join(root, 'lib');
 
 // What each layer may import besides itself; anything not listed is upward or sideways.
-const base = ['scsi', 'errors', 'validate'];
+const base = ['scsi', 'errors', 'abort', 'validate'];
 const allowed = {
   scsi: [],
   errors: ['scsi'],
+  abort: ['errors'],
   validate: [],
-  binding: ['scsi'],
+  binding: ['scsi', 'errors'],
   iscsi: base,
   sim: [...base, 'iscsi'],
   transport: [...base, 'binding', 'iscsi', 'sim'],

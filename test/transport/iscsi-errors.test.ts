@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { AbortError, DeviceSystemError, IscsiLoginError } from '../../lib/errors.js';
+import { AbortError } from '../../lib/abort.js';
+import { DeviceSystemError, IscsiLoginError } from '../../lib/errors.js';
 import { openIscsiTransport } from '../../lib/transport/iscsi.js';
 import { DataDirection } from '../../lib/transport/types.js';
 import { InvalidArgTypeError, InvalidArgValueError, OutOfRangeError } from '../../lib/validate.js';
