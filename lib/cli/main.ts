@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { CliCommand, CliIo } from './command.js';
-import { ociDeltaCommand, ociSweepCommand } from './oci.js';
+import { ociDeltaCommand, ociSweepCommand, SDK_RETRY_NOTICE } from './oci.js';
 import { applyCommand, exportCommand, readCommand, verifyCommand } from './read.js';
 import { infoCommand, scanCommand } from './scan.js';
 import { simServeCommand } from './sim-serve.js';
@@ -63,9 +63,11 @@ Examples:
   sudo lba-status scan /dev/oracleoci/oraclevdb --format text
   lba-status scan iscsi://backup@10.0.0.5/iqn.2024-01.lba-status:sim/1 --chap-secret-file ~/.chap
 
-Exit status: 0 ok, 2 usage (an export DIR holding another delta's export included),
-3 system (device missing, permission, connection refused), 4 SCSI,
-5 transport (iSCSI login refused included), 6 malformed reply, 7 verify mismatch, 130 interrupted.
+Exit status: 0 ok, 2 usage (an export DIR holding another delta's export, a malformed OCID and
+backups that cannot make a delta included), 3 system (device missing, permission, connection
+refused), 4 SCSI, 5 transport (iSCSI login refused included), 6 malformed reply, 7 verify
+mismatch, 8 OCI API error (refused, failed or timed out; cleanup failed), 130 interrupted;
+1 only for an internal error (a bug: please report it).
 
 Environment: NODE_DEBUG=lba-status logs retries and device mapping; LBA_STATUS_CHAP_SECRET and
 LBA_STATUS_TARGET_CHAP_SECRET hold CHAP secrets for iscsi:// devices.
@@ -140,6 +142,15 @@ if (isEntryPoint) {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  // A request still retrying after the command has failed (a parallel call of the same step)
+  // would print the SDK's notice after the error line: the command owns the process, and the
+  // error it reported is the one that counts. NODE_DEBUG=lba-status shows them.
+  if (!/\blba-status\b/.test(process.env.NODE_DEBUG ?? '')) {
+    const warn = console.warn;
+    console.warn = (...args: unknown[]) => {
+      if (!SDK_RETRY_NOTICE.test(args.map(String).join(' '))) warn.apply(console, args);
+    };
+  }
   process.stdout.on('error', (error: NodeJS.ErrnoException) => {
     if (error.code === 'EPIPE') process.exit(ExitCode.ok);
   });

@@ -3,7 +3,6 @@
  * The scanner is loaded lazily (it needs the native addon) and is injectable for tests.
  */
 import { parseArgs } from 'node:util';
-import { abortError, isAbortError } from '../abort.js';
 import type {
   OciAttachMode,
   OciDeltaProvisionerConfig,
@@ -11,10 +10,19 @@ import type {
 } from '../oci/provisioner.js';
 import { OciDeltaVolumeProvisioner } from '../oci/provisioner.js';
 import { parseDuration, sweep } from '../oci/sweep.js';
+import { abortError, isAbortError } from '../provision/errors.js';
 import type { ProvisionedVolume, ProvisionProgress } from '../provision/types.js';
 import { withProvisionedVolume } from '../provision/with-volume.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';
-import { ExitCode, formatBytes, formatDuration, guarded, parseCount, reportError } from './util.js';
+import {
+  ExitCode,
+  exitCodeOf,
+  formatBytes,
+  formatDuration,
+  guarded,
+  parseCount,
+  reportError,
+} from './util.js';
 
 /** One extent as `scan` prints it. */
 export interface CliExtent {
@@ -111,16 +119,20 @@ ${COMMON_OPTIONS}
                           refused with exit 2 before any volume is created
   --restart               with --export: start DIR over instead of resuming it
   --format F              ndjson (default when piped) | json | text (default on a terminal)
-  --no-progress           no step lines on stderr
+  --verbose               step lines (create, attach, scan, delete…) and SDK retries on stderr
+                          also when it is not a terminal (they are shown on a terminal)
+  --no-progress           no step lines on stderr, not even on a terminal
   -h, --help              this help
 
 Output (ndjson): one changed extent per line, as 'scan --changed-only' prints it:
   {"lba":96,"blocks":16,"status":3,"additional":0}
 
-Exit status: 0 ok, 1 OCI failure (one line on stderr; cleanup failures name what was left —
-run 'lba-status oci sweep'), 2 usage, or --export DIR holds another delta's export
-(ERR_LBA_STATUS_EXPORT_MISMATCH), 3 system error (e.g. the portal refused the connection),
-4 SCSI error, 5 transport error (iSCSI login refused included), 6 malformed reply,
+Exit status: 0 ok, 2 usage (a malformed OCID, backups that cannot make a delta — same, swapped,
+of different volumes, not incremental, resized — or --export DIR holding another delta's
+export), 3 system error (e.g. the portal refused the connection, iscsiadm missing, no disk
+appeared), 4 SCSI error, 5 transport error (iSCSI login refused included), 6 malformed reply,
+8 OCI API error (a request refused or failed, a lifecycle wait timed out, a backup not
+AVAILABLE; a cleanup failure names what was left — run 'lba-status oci sweep'),
 130 interrupted (after cleanup).
 
 Examples:
@@ -144,9 +156,11 @@ Options:
   --dry-run               list what would be removed, remove nothing
 ${COMMON_OPTIONS}
   --format F              json (default when piped) | text
+  --verbose               step lines on stderr also when it is not a terminal
   -h, --help              this help
 
-Exit status: 0 nothing left to remove, 1 some removals failed (listed on stderr), 2 usage.
+Exit status: 0 nothing left to remove, 2 usage, 3 system error (e.g. iscsiadm missing),
+8 OCI API error (some removals failed: listed on stderr), 130 interrupted.
 
 Examples:
   sudo lba-status oci sweep
@@ -165,6 +179,7 @@ export const COMMON_PARSE = {
   'imds-url': { type: 'string' },
   iscsiadm: { type: 'string' },
   format: { type: 'string' },
+  verbose: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -196,6 +211,20 @@ export function configFrom(
       binary: values.iscsiadm,
     };
   return c;
+}
+
+/** Commands whose step lines (and SDK retry notes) are shown: see {@link showSteps}. */
+const stepsShown = new WeakMap<CliIo, boolean>();
+
+/**
+ * Step lines go to stderr on a terminal or with --verbose, never with --no-progress: a script
+ * or a service's journal gets its output and one line per error, nothing else.
+ */
+function showSteps(io: CliIo, values: { verbose?: boolean; 'no-progress'?: boolean }): boolean {
+  const shown =
+    values['no-progress'] !== true && (values.verbose === true || io.stderr.isTTY === true);
+  stepsShown.set(io, shown);
+  return shown;
 }
 
 function progressWriter(io: CliIo, enabled: boolean) {
@@ -303,7 +332,8 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
     const base = { ...deps.config, attach };
     if (timeoutMs !== undefined) base.poll = { ...base.poll, timeoutMs };
     const provisioner = new OciDeltaVolumeProvisioner(configFrom(values, io, base));
-    const onProgress = progressWriter(io, !values['no-progress']);
+    const steps = showSteps(io, values);
+    const onProgress = progressWriter(io, steps);
     const started = performance.now();
     const items: string[] = [];
     let changedExtents = 0;
@@ -339,7 +369,7 @@ export function createOciDeltaCommand(deps: OciCommandDeps = {}): CliCommand {
             signal,
             (text) => {
               const now = Date.now();
-              if (!values['no-progress'] && now - lastProgress > 2000) {
+              if (steps && now - lastProgress > 2000) {
                 lastProgress = now;
                 io.stderr.write(`oci: ${text}\n`);
               }
@@ -436,7 +466,7 @@ export function createOciSweepCommand(deps: OciCommandDeps = {}): CliCommand {
         ...(values['dry-run'] ? { dryRun: true } : {}),
         ...(values['compartment-id'] ? { compartmentId: values['compartment-id'] } : {}),
         signal: io.signal,
-        onProgress: progressWriter(io, true),
+        onProgress: progressWriter(io, showSteps(io, values)),
       });
       const verb = values['dry-run'] ? 'would remove' : 'removed';
       if (format === 'json') {
@@ -453,7 +483,10 @@ export function createOciSweepCommand(deps: OciCommandDeps = {}): CliCommand {
         for (const a of result.attachments) await write(io, `  attachment ${a}\n`);
       }
       for (const e of result.errors) io.stderr.write(`lba-status: ${e.message}\n`);
-      return result.errors.length === 0 ? ExitCode.ok : ExitCode.failure;
+      // A removal that failed is the cloud's refusal (8) unless its code says otherwise.
+      if (result.errors.length === 0) return ExitCode.ok;
+      const code = exitCodeOf(result.errors[0]);
+      return code === ExitCode.failure ? ExitCode.cloud : code;
     } finally {
       await provisioner.close();
     }
@@ -479,6 +512,10 @@ async function write(io: CliIo, text: string): Promise<void> {
   if (!io.stdout.write(text)) await new Promise((resolve) => io.stdout.once('drain', resolve));
 }
 
+/** The notices oci-common's retrier writes with console.warn (lib/retrier.js). */
+export const SDK_RETRY_NOTICE =
+  /^(Request failed with Exception : |Request cannot be retried\. Not Retrying\.|All retry attempts have exhausted\.)/;
+
 /**
  * The SDK's retrier writes to console.warn on every failed attempt ("Request cannot be retried…"
  * even for the 404 a deletion poll expects). While a command runs (it owns the process), turn the
@@ -494,6 +531,7 @@ async function withSdkWarnings<T>(io: CliIo, fn: () => Promise<T>): Promise<T> {
         text,
       );
     if (retry) {
+      if (stepsShown.get(io) !== true) return;
       io.stderr.write(
         `oci: retry ${retry[2]} in ${Number(retry[3]).toFixed(1)} s after: ${(retry[1] ?? '').split('\n')[0]}\n`,
       );

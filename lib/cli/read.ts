@@ -81,9 +81,9 @@ capacity, change block size and formats — and refuses with exit 2 naming the d
 (ERR_LBA_STATUS_EXPORT_MISMATCH) when it is not. A complete export is left as it is. The
 manifest's createdAt is the first attempt's start (SOURCE_DATE_EPOCH, in seconds, overrides it).
 
-Exit status: 0 complete, 1 export failure (DIR stays resumable), 2 usage, or DIR holds another
-delta's export, 3 system error, 4 SCSI error, 5 transport error, 6 malformed reply,
-130 interrupted (DIR stays resumable).
+Exit status: 0 complete, 2 usage, or DIR holds another delta's export, 3 system error (DIR
+unwritable or full included), 4 SCSI error, 5 transport error, 6 malformed reply,
+130 interrupted; DIR stays resumable after every failure.
 
 ${DEVICE_OPTIONS_HELP}
 

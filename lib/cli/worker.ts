@@ -4,7 +4,6 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { isAbortError } from '../abort.js';
 import type { DeltaJobSpec } from '../jobs/delta-job.js';
 import type { OciAttachMode } from '../oci/provisioner.js';
 import type { ExportFormat } from '../read/export.js';
@@ -60,7 +59,8 @@ Output: one JSON line per event on stdout —
   {"event":"requeued","id":"…","reason":"worker stopping"}   {"event":"stopped"}
 
 Exit status: 0 stopped by SIGTERM/SIGINT after releasing everything, 2 usage, 3 Redis
-unreachable or bullmq/ioredis missing, 1 the OCI side could not start (e.g. no credentials).
+unreachable or bullmq/ioredis missing (the OCI SDK too), 8 the OCI side could not start
+(e.g. credentials refused, no instance metadata).
 
 Examples:
   export LBA_STATUS_REDIS_URL=rediss://:PASSWORD@redis.example.internal:6379
@@ -208,7 +208,7 @@ async function runWorker(args: string[], io: CliIo): Promise<number> {
     await worker.closed;
     return ExitCode.ok;
   } catch (err) {
-    if (io.signal.aborted && isAbortError(err)) {
+    if (io.signal.aborted && (err as Error)?.name === 'AbortError') {
       reportError(err, io);
       return ExitCode.aborted;
     }

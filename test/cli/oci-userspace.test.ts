@@ -115,6 +115,7 @@ describe('oci delta --attach userspace against sim serve --oci-api (child proces
         exportDir,
         '--format',
         'ndjson',
+        '--verbose',
         ...common,
       ],
       { env: childEnv(), maxBuffer: 16 << 20 },
@@ -182,6 +183,7 @@ describe('oci delta --attach userspace when the attachment demands CHAP', () => 
           '64K',
           '--format',
           'json',
+          '--verbose',
         ],
         io,
       );

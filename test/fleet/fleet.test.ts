@@ -55,7 +55,12 @@ function start(args: string[], prefix: string[]): Proc {
   const child = spawn(argv[0] as string, argv.slice(1), {
     cwd: tmpdir(),
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: tmpdir(), LANG: 'C.UTF-8' },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: tmpdir(),
+      TMPDIR: tmpdir(),
+      LANG: 'C.UTF-8',
+    },
   });
   procs.add(child);
   const p: Proc = {

@@ -5,6 +5,7 @@
 // test's own byte ranges through the naive change-block bitmap of support.ts.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
 import {
@@ -66,7 +67,12 @@ describeIf('oci delta --attach userspace as an unprivileged user', cliReason(), 
     ];
     const child = spawn(argv[0]!, argv.slice(1), {
       cwd: dir.path,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: dir.path, LANG: 'C.UTF-8' },
+      env: {
+        PATH: process.env.PATH ?? '/usr/bin:/bin',
+        HOME: dir.path,
+        TMPDIR: tmpdir(),
+        LANG: 'C.UTF-8',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     server = child;

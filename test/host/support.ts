@@ -219,7 +219,7 @@ export interface RunResult {
 }
 
 export interface RunOptions {
-  /** Extra environment (the child gets PATH, HOME, LANG and this only). */
+  /** Extra environment (the child gets PATH, HOME, TMPDIR, LANG and this only). */
   env?: Record<string, string>;
   cwd?: string;
   timeoutMs?: number;
@@ -255,6 +255,8 @@ export function runCommand(
       env: {
         PATH: env.PATH ?? '/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin',
         HOME: tmpdir(),
+        // The test run's TMPDIR (scripts/test.mjs checks that it ends empty), not /tmp.
+        TMPDIR: tmpdir(),
         LANG: 'C.UTF-8',
         ...opts.env,
       },

@@ -75,6 +75,7 @@ describe('lba-status oci delta / sweep', () => {
         second.id,
         '--change-block-size',
         '64K',
+        '--verbose',
       ],
       io,
     );
@@ -118,19 +119,79 @@ describe('lba-status oci delta / sweep', () => {
     expect(io.err()).toBe('');
   });
 
-  it('usage errors exit 2; validation errors exit 1 with one line', async () => {
+  it('usage errors and backups that cannot make a delta exit 2 with one line naming the flag', async () => {
     const io = makeIo();
     expect(await ociDeltaCommand.run(['--first-backup', 'x'], io)).toBe(2);
     expect(io.err()).toMatch(/--second-backup are required/);
     const io2 = makeIo();
-    const { first } = h.api.seedBackupPair();
+    const { first, second } = h.api.seedBackupPair();
     expect(
       await createOciDeltaCommand({ config, scan: scanner }).run(
         [...args, '--first-backup', first.id, '--second-backup', first.id],
         io2,
       ),
-    ).toBe(1);
-    expect(io2.err()).toMatch(/^lba-status: first and second backup are the same/m);
+    ).toBe(2);
+    expect(io2.err()).toMatch(
+      /^lba-status: --first-backup, --second-backup: first and second backup are the same/m,
+    );
+    const bad = makeIo();
+    expect(
+      await createOciDeltaCommand({ config, scan: scanner }).run(
+        [...args, '--first-backup', 'ocid1.volume.oc1..nope', '--second-backup', second.id],
+        bad,
+      ),
+    ).toBe(2);
+    expect(bad.err()).toBe(
+      'lba-status: --first-backup "ocid1.volume.oc1..nope" is not a volume backup OCID (expected ocid1.volumebackup.<realm>.<region>.<id> or ocid1.bootvolumebackup.…)\n',
+    );
+    const swapped = makeIo();
+    expect(
+      await createOciDeltaCommand({ config, scan: scanner }).run(
+        [...args, '--first-backup', second.id, '--second-backup', first.id],
+        swapped,
+      ),
+    ).toBe(2);
+    expect(swapped.err()).toMatch(/^lba-status: --first-backup, --second-backup: .*swap them\n$/);
+    expect(await h.leftovers()).toEqual([]);
+  });
+
+  it('an OCI API failure exits 8 (cloud API error) with one line', async () => {
+    const { first, second } = h.api.seedBackupPair();
+    h.api.inject({ operation: 'GetVolumeBackup', status: 500, times: Infinity });
+    const io = makeIo();
+    const code = await createOciDeltaCommand({ config, scan: scanner }).run(
+      [...args, '--first-backup', first.id, '--second-backup', second.id],
+      io,
+    );
+    expect(code).toBe(8);
+    expect(io.err().trim().split('\n')).toHaveLength(1);
+    expect(io.err()).toMatch(/^lba-status: /);
+    expect(await h.leftovers()).toEqual([]);
+  });
+
+  it('prints no step line on a non-TTY stderr without --verbose, and prints them on a TTY', async () => {
+    const { first, second } = h.api.seedBackupPair();
+    const quiet = makeIo();
+    const cmd = createOciDeltaCommand({ config, scan: scanner });
+    expect(
+      await cmd.run([...args, '--first-backup', first.id, '--second-backup', second.id], quiet),
+    ).toBe(0);
+    expect(quiet.err()).toBe('');
+    const tty = makeIo();
+    Object.assign(tty.stderr, { isTTY: true });
+    expect(
+      await cmd.run([...args, '--first-backup', first.id, '--second-backup', second.id], tty),
+    ).toBe(0);
+    expect(tty.err()).toMatch(/^oci: create start/m);
+    const off = makeIo();
+    Object.assign(off.stderr, { isTTY: true });
+    expect(
+      await cmd.run(
+        [...args, '--first-backup', first.id, '--second-backup', second.id, '--no-progress'],
+        off,
+      ),
+    ).toBe(0);
+    expect(off.err()).toBe('');
     expect(await h.leftovers()).toEqual([]);
   });
 
@@ -179,7 +240,7 @@ describe('lba-status oci delta / sweep', () => {
     h.api.inject({ operation: 'GetVolumeBackup', status: 500 });
     const io = makeIo();
     const code = await createOciDeltaCommand({ config, scan: scanner }).run(
-      [...args, '--first-backup', first.id, '--second-backup', second.id],
+      [...args, '--first-backup', first.id, '--second-backup', second.id, '--verbose'],
       io,
     );
     expect(code).toBe(0);
@@ -197,8 +258,8 @@ describe('lba-status oci delta / sweep', () => {
         ],
         ghost,
       ),
-    ).toBe(1);
-    expect(ghost.err()).toMatch(/^lba-status: second backup .* was not found/m);
+    ).toBe(2);
+    expect(ghost.err()).toMatch(/^lba-status: --second-backup .* was not found/m);
     expect(ghost.err()).not.toMatch(/Request cannot be retried/);
   });
 

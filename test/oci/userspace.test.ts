@@ -182,6 +182,7 @@ describe('oci delta --attach userspace: failures to reach the target still clean
         first.id,
         '--second-backup',
         second.id,
+        '--verbose',
       ],
       io,
     );

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -209,9 +209,14 @@ describe('GET LBA STATUS(32)', () => {
     const file = join(dir, 'reply.hex');
     const bytes = run(oci, gls32Cdb(0x60, 2097152, 32768)).data!;
     writeFileSync(file, bytes.toString('hex').replace(/(..)/g, '$1 '));
-    const out = execFileSync('sg_get_lba_status', ['--inhex', file, '-b', '-m', '1024'], {
-      encoding: 'utf8',
-    });
+    let out: string;
+    try {
+      out = execFileSync('sg_get_lba_status', ['--inhex', file, '-b', '-m', '1024'], {
+        encoding: 'utf8',
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
     expect(out.trim().split('\n')).toEqual([
       'Completion condition=3',
       'RTP=1',

@@ -1,12 +1,23 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { simServeCommand } from '../../lib/cli/sim-serve.js';
 import { IscsiInitiator } from '../../lib/iscsi/initiator.js';
 import { expectedWidenedBytes } from '../support/oracle.js';
 import { gls32Cdb, parseGls } from './helpers.js';
+
+/** Temporary directories of these tests, removed at the end. */
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+const tempDir = (prefix: string): string => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  dirs.push(dir);
+  return dir;
+};
 
 function io() {
   const stdout = new PassThrough();
@@ -34,7 +45,7 @@ async function waitFor(cond: () => boolean): Promise<void> {
 
 describe('lba-status sim serve', () => {
   it('prints the ready line, serves the map from --changed, dumps it, and stops on abort', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sim-serve-'));
+    const dir = tempDir('sim-serve-');
     writeFileSync(
       join(dir, 'changed.json'),
       JSON.stringify([
@@ -152,7 +163,7 @@ describe('lba-status sim serve', () => {
 
 describe('lba-status sim serve --oci-api', () => {
   it('adds the fake OCI API to the ready line; it refuses unsigned requests and shuts down with the target', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'sim-serve-oci-'));
+    const dir = tempDir('sim-serve-oci-');
     const t = io();
     const done = simServeCommand.run(
       [

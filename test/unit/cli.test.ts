@@ -5,7 +5,7 @@
  * layer, the scanner and the formatting are the real ones. The volume is OCI's documented example
  * (scsi-get-lba-status.md §10.1); expected outputs are written out by hand.
  */
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -38,6 +38,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await sim?.close();
+  rmSync(file, { force: true });
 });
 
 async function run(argv: string[]) {

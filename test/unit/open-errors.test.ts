@@ -1,14 +1,15 @@
 // Bad input to openDevice with the real addon and this machine's kernel (SG_IO on what is not a
 // SCSI device fails with the kernel's own errno): typed errors, and no descriptor left open.
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { DeviceSystemError, openDevice } from '../../lib/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'lba-status-open-'));
 const regular = join(dir, 'regular-file');
 writeFileSync(regular, 'not a disk');
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const fdCount = (): number => readdirSync('/proc/self/fd').length;
 

@@ -241,6 +241,7 @@ process.exitCode = await cmd.run(args, { stdout: process.stdout, stderr: process
         sim.info.firstBackupId,
         '--second-backup',
         sim.info.secondBackupId,
+        '--verbose',
       ],
       { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] },
     );
