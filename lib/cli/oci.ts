@@ -3,6 +3,7 @@
  * The scanner is loaded lazily (it needs the native addon) and is injectable for tests.
  */
 import { parseArgs } from 'node:util';
+import { abortError, isAbortError } from '../abort.js';
 import type {
   OciAttachMode,
   OciDeltaProvisionerConfig,
@@ -10,7 +11,6 @@ import type {
 } from '../oci/provisioner.js';
 import { OciDeltaVolumeProvisioner } from '../oci/provisioner.js';
 import { parseDuration, sweep } from '../oci/sweep.js';
-import { abortError, isAbortError } from '../provision/errors.js';
 import type { ProvisionedVolume, ProvisionProgress } from '../provision/types.js';
 import { withProvisionedVolume } from '../provision/with-volume.js';
 import { type CliCommand, type CliIo, UsageError } from './command.js';

@@ -1,4 +1,6 @@
 /** Small helpers shared by the CLI commands: numbers, exit codes, progress lines. */
+
+import { isAbortError } from '../abort.js';
 import {
   DeviceSystemError,
   IscsiLoginError,
@@ -175,12 +177,7 @@ export function cliMessage(error: unknown): string {
 /** The exit code of an error (see {@link ExitCode}); 1 only for what no table knows (a bug). */
 export function exitCodeOf(error: unknown): number {
   if (error instanceof UsageError) return ExitCode.usage;
-  if (
-    error instanceof Error &&
-    (error.name === 'AbortError' || (error as { code?: string }).code === 'ABORT_ERR')
-  ) {
-    return ExitCode.aborted;
-  }
+  if (isAbortError(error)) return ExitCode.aborted;
   const code = (error as { code?: unknown } | null)?.code;
   if (typeof code === 'string') {
     const mapped = EXIT_CODE_BY_ERROR_CODE[code];

@@ -4,6 +4,7 @@
  */
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { isAbortError } from '../abort.js';
 import type { DeltaJobSpec } from '../jobs/delta-job.js';
 import type { OciAttachMode } from '../oci/provisioner.js';
 import type { ExportFormat } from '../read/export.js';
@@ -208,7 +209,7 @@ async function runWorker(args: string[], io: CliIo): Promise<number> {
     await worker.closed;
     return ExitCode.ok;
   } catch (err) {
-    if (io.signal.aborted && (err as Error)?.name === 'AbortError') {
+    if (io.signal.aborted && isAbortError(err)) {
       reportError(err, io);
       return ExitCode.aborted;
     }
