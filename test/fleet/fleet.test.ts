@@ -259,8 +259,34 @@ describe.skipIf(missing !== undefined)(
             (p.bytesDone ?? 0) < (p.bytesTotal ?? 0)
           );
         });
+      // …and once its export journal records synced chunks (the progress counts bytes read; the
+      // journal is written after an fsync, every second): only then is there a part to resume.
+      const synced = (id: string): boolean => {
+        try {
+          const text = readFileSync(join(base, 'exports', id, 'journal.ndjson'), 'utf8');
+          return text.includes('"type":"synced"');
+        } catch {
+          return false;
+        }
+      };
+      const cutCandidate = (): string | undefined => {
+        const done = new Set(
+          w0.events.filter((e) => e.event === 'completed').map((e) => e.id as string),
+        );
+        const exporting = w0.events
+          .filter(
+            (e) => e.event === 'progress' && (e.progress as { phase?: string }).phase === 'export',
+          )
+          .map((e) => e.id as string);
+        return exporting.find((id) => !done.has(id) && synced(id));
+      };
       await until('worker 0 half way through an export', () => midExport() !== undefined, 60_000);
-      const cutJob = midExport()?.id as string;
+      await until(
+        'a synced part of an export on worker 0',
+        () => cutCandidate() !== undefined,
+        60_000,
+      );
+      const cutJob = cutCandidate() as string;
       const activeOn0 = new Set(
         w0.events.filter((e) => e.event === 'active').map((e) => e.id as string),
       );
