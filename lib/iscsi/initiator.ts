@@ -279,6 +279,25 @@ const tmfResponseNames: Record<number, string> = {
   255: 'rejected',
 };
 
+/**
+ * Bytes read per system call into one buffer per connection (`onread`): no buffer allocated per
+ * read and no stream machinery per chunk. The chunk is valid only during the callback; the
+ * PduReader (transientChunks) copies what it keeps.
+ */
+const READ_BUFFER_BYTES = 1 << 20;
+
+/** Where a connection's reads go once the session attached it (before: kept, copied). */
+const readSinks = new WeakMap<net.Socket, (chunk: Buffer) => void>();
+const earlyReads = new WeakMap<net.Socket, Buffer[]>();
+
+/** Sends `socket`'s reads to `sink`, the ones before first. */
+function setReadSink(socket: net.Socket, sink: (chunk: Buffer) => void): void {
+  readSinks.set(socket, sink);
+  const early = earlyReads.get(socket);
+  earlyReads.delete(socket);
+  for (const c of early ?? []) sink(c);
+}
+
 /** Opens a TCP connection within `timeoutMs`; errors are Node's (errno, syscall, code). */
 function openSocket(
   host: string,
@@ -291,7 +310,24 @@ function openSocket(
       reject(new IscsiInitiatorError('the connect was aborted', 'ABORT_ERR'));
       return;
     }
-    const s = net.connect({ host, port });
+    const s: net.Socket = net.connect({
+      host,
+      port,
+      onread: {
+        buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
+        callback: (n: number, buf: Uint8Array): boolean => {
+          const chunk = Buffer.from(buf.buffer, buf.byteOffset, n);
+          const sink = readSinks.get(s);
+          if (sink) sink(chunk);
+          else {
+            const early = earlyReads.get(s) ?? [];
+            early.push(Buffer.from(chunk));
+            earlyReads.set(s, early);
+          }
+          return true;
+        },
+      },
+    });
     const done = (err?: Error): void => {
       clearTimeout(timer);
       signal?.removeEventListener('abort', onAbort);
@@ -499,12 +535,16 @@ export class IscsiInitiator {
 
   #attach(socket: net.Socket): void {
     const gen = ++this.#gen;
-    const reader = new PduReader({ maxDataSegmentLength: LOGIN_MAX_DATA, reuseDataInBuffer: true });
+    const reader = new PduReader({
+      maxDataSegmentLength: LOGIN_MAX_DATA,
+      reuseDataInBuffer: true,
+      transientChunks: true,
+    });
     this.#socket = socket;
     this.#reader = reader;
     this.#lastRx = performance.now();
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
+    setReadSink(socket, (chunk: Buffer) => {
       if (gen !== this.#gen) return;
       this.#lastRx = performance.now();
       try {

@@ -38,6 +38,13 @@ export interface PduReaderOptions {
    * faults per PDU.
    */
   reuseDataInBuffer?: boolean;
+  /**
+   * The chunks given to push() are valid only during the call (a socket's `onread` buffer,
+   * reused for the next read). Data-In PDUs (opcode 25h) are then views of the chunk or of one
+   * of two carry buffers and valid only until push() returns; every other PDU is a copy. Bytes of
+   * an incomplete PDU are copied into the carry buffer, nothing else is.
+   */
+  transientChunks?: boolean;
 }
 
 export class PduReader {
@@ -48,10 +55,17 @@ export class PduReader {
   #maxData: number;
   #reuse: boolean;
   #scratch: Buffer | undefined;
+  #transient: boolean;
+  /** transientChunks: the bytes of the incomplete PDU at the head (#carryLen of them). */
+  #carry: Buffer = Buffer.alloc(0);
+  #carryLen = 0;
+  /** The other carry buffer: the one the last completed PDU may still view. */
+  #spare: Buffer = Buffer.alloc(0);
 
   constructor(options: PduReaderOptions = {}) {
     this.#maxData = options.maxDataSegmentLength ?? 8192;
     this.#reuse = options.reuseDataInBuffer ?? false;
+    this.#transient = options.transientChunks ?? false;
   }
 
   /** Raises or lowers the data segment limit (after login negotiation). */
@@ -66,11 +80,12 @@ export class PduReader {
 
   /** Bytes held for an incomplete PDU. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#transient ? this.#carryLen : this.#buffered;
   }
 
   /** Adds a chunk and returns every PDU it completed, in order. */
   push(chunk: Buffer): RawPdu[] {
+    if (this.#transient) return this.#pushTransient(chunk);
     if (chunk.length > 0) {
       this.#chunks.push(chunk);
       this.#buffered += chunk.length;
@@ -102,6 +117,87 @@ export class PduReader {
         ahs: pdu.subarray(BHS_LENGTH, BHS_LENGTH + ahsLen),
         data: pdu.subarray(BHS_LENGTH + ahsLen, BHS_LENGTH + ahsLen + dataLen),
       });
+    }
+    return out;
+  }
+
+  /** The whole PDU's length from its BHS at `at`; throws for a data segment above the limit. */
+  #total(buf: Buffer, at: number, out: RawPdu[]): number {
+    const ahsLen = buf[at + 4]! * 4;
+    const dataLen = (buf[at + 5]! << 16) | (buf[at + 6]! << 8) | buf[at + 7]!;
+    if (dataLen > this.#maxData) {
+      throw new PduTooLargeError(
+        `data segment of ${dataLen} bytes (opcode 0x${(buf[at]! & 0x3f).toString(16)}) exceeds the declared MaxRecvDataSegmentLength of ${this.#maxData}`,
+        Buffer.from(buf.subarray(at, at + BHS_LENGTH)),
+        dataLen,
+        this.#maxData,
+        out,
+      );
+    }
+    return BHS_LENGTH + ahsLen + ((dataLen + 3) & ~3);
+  }
+
+  /** The PDU at buf[at, at + total): views for Data-In, a copy otherwise. */
+  #emit(buf: Buffer, at: number, out: RawPdu[]): void {
+    const ahsLen = buf[at + 4]! * 4;
+    const dataLen = (buf[at + 5]! << 16) | (buf[at + 6]! << 8) | buf[at + 7]!;
+    const end = at + BHS_LENGTH + ahsLen + dataLen;
+    const pdu = (buf[at]! & 0x3f) === 0x25 ? buf : Buffer.from(buf.subarray(at, end));
+    const o = pdu === buf ? at : 0;
+    out.push({
+      bhs: pdu.subarray(o, o + BHS_LENGTH),
+      ahs: pdu.subarray(o + BHS_LENGTH, o + BHS_LENGTH + ahsLen),
+      data: pdu.subarray(o + BHS_LENGTH + ahsLen, o + BHS_LENGTH + ahsLen + dataLen),
+    });
+  }
+
+  /** Copies chunk[from, from + n) to the carry buffer's end (grown to hold `want` bytes). */
+  #toCarry(chunk: Buffer, from: number, n: number, want: number): void {
+    if (this.#carry.length < want) {
+      const grown = Buffer.allocUnsafe(Math.max(want, BHS_LENGTH));
+      this.#carry.copy(grown, 0, 0, this.#carryLen);
+      this.#carry = grown;
+    }
+    chunk.copy(this.#carry, this.#carryLen, from, from + n);
+    this.#carryLen += n;
+  }
+
+  #pushTransient(chunk: Buffer): RawPdu[] {
+    const out: RawPdu[] = [];
+    let pos = 0;
+    const len = chunk.length;
+    if (this.#carryLen > 0) {
+      // complete the PDU begun in an earlier chunk
+      if (this.#carryLen < BHS_LENGTH) {
+        const n = Math.min(BHS_LENGTH - this.#carryLen, len);
+        this.#toCarry(chunk, 0, n, BHS_LENGTH);
+        pos = n;
+        if (this.#carryLen < BHS_LENGTH) return out;
+      }
+      const total = this.#total(this.#carry, 0, out);
+      const n = Math.min(total - this.#carryLen, len - pos);
+      this.#toCarry(chunk, pos, n, total);
+      pos += n;
+      if (this.#carryLen < total) return out;
+      const done = this.#carry;
+      this.#carryLen = 0;
+      // the completed PDU may view `done` until the next push: carry on in the other buffer
+      this.#carry = this.#spare;
+      this.#spare = done;
+      this.#emit(done, 0, out);
+    }
+    while (pos < len) {
+      if (len - pos < BHS_LENGTH) {
+        this.#toCarry(chunk, pos, len - pos, BHS_LENGTH);
+        break;
+      }
+      const total = this.#total(chunk, pos, out);
+      if (len - pos < total) {
+        this.#toCarry(chunk, pos, len - pos, total);
+        break;
+      }
+      this.#emit(chunk, pos, out);
+      pos += total;
     }
     return out;
   }
