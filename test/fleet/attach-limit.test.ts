@@ -5,10 +5,11 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { enqueueDeltaJob, listDeltaJobs } from '../../lib/jobs/queue.js';
 import { createDeltaWorker, type DeltaWorkerEvent } from '../../lib/jobs/worker.js';
 import { startOciSimulation } from '../../lib/sim/fake-oci/oci-simulation.js';
+import { describeIf } from '../support/require.js';
 import { redisMissing, startRedis, type TestRedis } from './redis.js';
 
 const missing = redisMissing();
@@ -22,7 +23,7 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-describe.skipIf(missing !== undefined)('a worker with more slots than attachments', () => {
+describeIf('a worker with more slots than attachments', missing, () => {
   it('retries the job refused with LimitExceeded until a slot is free; both complete', async () => {
     redis = await startRedis();
     const dir = mkdtempSync(join(tmpdir(), 'lba-attach-limit-'));

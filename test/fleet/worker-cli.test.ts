@@ -6,12 +6,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { main } from '../../lib/cli/main.js';
 import { enqueueDeltaJob, listDeltaJobs } from '../../lib/jobs/queue.js';
 import { OciDeltaVolumeProvisioner } from '../../lib/oci/provisioner.js';
 import { makeIo } from '../cli/helpers.js';
 import { ROOT } from '../host/support.js';
+import { describeIf } from '../support/require.js';
 import { redisMissing, startRedis, type TestRedis } from './redis.js';
 
 const CLI = join(ROOT, 'dist/cli.js');
@@ -65,7 +66,7 @@ async function until(what: string, check: () => boolean | Promise<boolean>, ms =
   }
 }
 
-describe.skipIf(missing !== undefined)('lba-status worker (dist/cli.js)', () => {
+describeIf('lba-status worker (dist/cli.js)', missing, () => {
   it('SIGTERM mid-export: volume released, job back in waiting with no attempt used, exit 0; the next worker resumes it', async () => {
     redis = await startRedis();
     const dir = mkdtempSync(join(tmpdir(), 'lba-worker-cli-'));

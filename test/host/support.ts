@@ -24,18 +24,15 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, it } from 'vitest';
 import { expectedChangedRuns, testPrng } from '../support/oracle.js';
+import { describeIf, REQUIRED } from '../support/require.js';
+
+export { describeIf, REQUIRED };
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 export const CLI = join(ROOT, 'dist/cli.js');
 
 const env = process.env;
-/** Under CI or LBA_STATUS_REQUIRE_* a skip is a failure. */
-export const REQUIRED =
-  (env.CI !== undefined && env.CI !== '' && env.CI !== 'false' && env.CI !== '0') ||
-  env.LBA_STATUS_REQUIRE_GUEST === '1' ||
-  env.LBA_STATUS_REQUIRE_HOST === '1';
 
 export const IS_ROOT = process.getuid?.() === 0;
 
@@ -154,29 +151,6 @@ function runtimeCopy(): string {
     rmSync(dir, { recursive: true, force: true }); // another test file was first
   }
   return final;
-}
-
-/**
- * `describe` that is skipped with `reason` — or, under CI / LBA_STATUS_REQUIRE_*, replaced by one
- * failing test that says why.
- */
-export function describeIf(name: string, reason: string | undefined, fn: () => void): void {
-  if (!reason) {
-    describe(name, fn);
-    return;
-  }
-  if (REQUIRED) {
-    describe(name, () => {
-      it('has what it needs to run', () => {
-        throw new Error(
-          `cannot run: ${reason} (CI / LBA_STATUS_REQUIRE_GUEST=1: a skipped host test is a failure)`,
-        );
-      });
-    });
-    return;
-  }
-  console.warn(`host test skipped: ${name}: ${reason}`);
-  describe.skip(`${name} [skipped: ${reason}]`, fn);
 }
 
 /** Inside a test: skip it for `reason` (or fail under CI / LBA_STATUS_REQUIRE_*). */

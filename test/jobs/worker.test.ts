@@ -3,7 +3,7 @@
 // OCI: one run per job id however often it is enqueued, close() moves running jobs back to the
 // queue without using an attempt (after their runner released), errors no retry can fix fail at
 // once, others are retried, progress and results reach `lba-status jobs`.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { DeltaJobOptions, DeltaJobResult, DeltaJobSpec } from '../../lib/jobs/delta-job.js';
 import {
   enqueueDeltaJob,
@@ -13,6 +13,7 @@ import {
 } from '../../lib/jobs/queue.js';
 import { createDeltaWorker, type DeltaWorkerEvent } from '../../lib/jobs/worker.js';
 import { redisMissing, startRedis, type TestRedis } from '../fleet/redis.js';
+import { describeIf } from '../support/require.js';
 
 const missing = redisMissing();
 const requireAll = process.env.CI === 'true' || process.env.LBA_STATUS_REQUIRE_GUEST === '1';
@@ -83,7 +84,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
   }
 }
 
-describe.skipIf(missing !== undefined)('delta workers on BullMQ (Redis)', () => {
+describeIf('delta workers on BullMQ (Redis)', missing, () => {
   let redis: TestRedis;
   let n = 0;
   const q = () => ({ redis: redis.url, queue: `t${++n}-${process.pid}` });

@@ -12,8 +12,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type ByteRange, expectedChangedRuns, expectedRead, testPrng } from '../support/oracle.js';
+import { describeIf } from '../support/require.js';
 
 const CLI = resolve('dist/cli.js');
 const SIZE = 64 << 20;
@@ -136,106 +137,110 @@ const journalRecords = (dir: string): number => {
 
 const cliMissing = !existsSync(CLI);
 
-describe.skipIf(cliMissing)('export killed with SIGKILL and rerun (dist/cli.js)', () => {
-  let work = '';
-  let served: Served;
-  let other: Served;
-  beforeAll(async () => {
-    work = mkdtempSync(join(tmpdir(), 'lba-status-kill-'));
-    served = await serve(work, 'changed', RANGES);
-    other = await serve(work, 'other', RANGES.slice(0, -1));
-  });
-  afterAll(async () => {
-    for (const s of [served, other]) {
-      if (s && s.child.exitCode === null) {
-        const exited = new Promise((done) => s.child.once('exit', done));
-        s.child.kill('SIGTERM');
-        await exited;
+describeIf(
+  'export killed with SIGKILL and rerun (dist/cli.js)',
+  cliMissing ? `${CLI} is missing: run npm run build:ts` : undefined,
+  () => {
+    let work = '';
+    let served: Served;
+    let other: Served;
+    beforeAll(async () => {
+      work = mkdtempSync(join(tmpdir(), 'lba-status-kill-'));
+      served = await serve(work, 'changed', RANGES);
+      other = await serve(work, 'other', RANGES.slice(0, -1));
+    });
+    afterAll(async () => {
+      for (const s of [served, other]) {
+        if (s && s.child.exitCode === null) {
+          const exited = new Promise((done) => s.child.once('exit', done));
+          s.child.kill('SIGTERM');
+          await exited;
+        }
       }
-    }
-    rmSync(work, { recursive: true, force: true });
-  });
+      rmSync(work, { recursive: true, force: true });
+    });
 
-  it('three kills at random moments, then the rerun ends byte-identical to an uninterrupted export', {
-    timeout: 120_000,
-  }, async () => {
-    const reference = join(work, 'reference');
-    const ref = await exportRun(served.url, reference);
-    expect(ref.code, ref.stderr).toBe(0);
-    // The reference itself holds exactly the oracle's data.
-    const g = { sizeBytes: SIZE, blockSize: 512, changeBlockSize: CHANGE };
-    const image = readFileSync(join(reference, 'delta.img'));
-    for (const [start, end] of expectedChangedRuns(RANGES, g))
-      expect(
-        image
-          .subarray(start * 512, end * 512)
-          .equals(expectedRead(RANGES, g, SEED, start, end - start)),
-      ).toBe(true);
-    expect(JSON.parse(readFileSync(join(reference, 'manifest.json'), 'utf8')).createdAt).toBe(
-      '2025-11-30T00:00:00.000Z',
-    );
+    it('three kills at random moments, then the rerun ends byte-identical to an uninterrupted export', {
+      timeout: 120_000,
+    }, async () => {
+      const reference = join(work, 'reference');
+      const ref = await exportRun(served.url, reference);
+      expect(ref.code, ref.stderr).toBe(0);
+      // The reference itself holds exactly the oracle's data.
+      const g = { sizeBytes: SIZE, blockSize: 512, changeBlockSize: CHANGE };
+      const image = readFileSync(join(reference, 'delta.img'));
+      for (const [start, end] of expectedChangedRuns(RANGES, g))
+        expect(
+          image
+            .subarray(start * 512, end * 512)
+            .equals(expectedRead(RANGES, g, SEED, start, end - start)),
+        ).toBe(true);
+      expect(JSON.parse(readFileSync(join(reference, 'manifest.json'), 'utf8')).createdAt).toBe(
+        '2025-11-30T00:00:00.000Z',
+      );
 
-    const dir = join(work, 'killed');
-    const random = testPrng(Number(process.env.LBA_STATUS_KILL_SEED ?? Date.now() % 1e9));
-    const kills: Array<{ records: number; delayMs: number; journalAfter: number }> = [];
-    for (let k = 0; k < 3; k++) {
-      const start = journalRecords(dir);
-      const grow = 1;
-      const delayMs = Math.floor(random() * 400);
-      const run = await exportRun(served.url, dir, [], (child) => {
+      const dir = join(work, 'killed');
+      const random = testPrng(Number(process.env.LBA_STATUS_KILL_SEED ?? Date.now() % 1e9));
+      const kills: Array<{ records: number; delayMs: number; journalAfter: number }> = [];
+      for (let k = 0; k < 3; k++) {
+        const start = journalRecords(dir);
+        const grow = 1;
+        const delayMs = Math.floor(random() * 400);
+        const run = await exportRun(served.url, dir, [], (child) => {
+          const timer = setInterval(() => {
+            if (journalRecords(dir) >= start + grow) {
+              clearInterval(timer);
+              setTimeout(() => child.kill('SIGKILL'), delayMs);
+            }
+          }, 5);
+          child.once('exit', () => clearInterval(timer));
+        });
+        expect(run.signal, `kill ${k + 1}: ${run.stderr}`).toBe('SIGKILL');
+        kills.push({ records: grow, delayMs, journalAfter: journalRecords(dir) });
+        const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
+        expect(manifest.complete).toBe(false);
+      }
+      const last = await exportRun(served.url, dir);
+      expect(last.code, `${last.stderr} after kills ${JSON.stringify(kills)}`).toBe(0);
+      expect(JSON.parse(last.stdout)).toMatchObject({ complete: true });
+      expect(hashes(dir)).toEqual(hashes(reference));
+      expect(existsSync(join(dir, 'journal.ndjson'))).toBe(false);
+      expect(statSync(join(dir, 'delta.img')).size).toBe(SIZE);
+    });
+
+    it('a resume against another target or change block size exits 2, and the directory stays resumable', {
+      timeout: 60_000,
+    }, async () => {
+      const dir = join(work, 'mismatch');
+      const killed = await exportRun(served.url, dir, [], (child) => {
         const timer = setInterval(() => {
-          if (journalRecords(dir) >= start + grow) {
+          if (journalRecords(dir) >= 2) {
             clearInterval(timer);
-            setTimeout(() => child.kill('SIGKILL'), delayMs);
+            child.kill('SIGKILL');
           }
         }, 5);
         child.once('exit', () => clearInterval(timer));
       });
-      expect(run.signal, `kill ${k + 1}: ${run.stderr}`).toBe('SIGKILL');
-      kills.push({ records: grow, delayMs, journalAfter: journalRecords(dir) });
-      const manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
-      expect(manifest.complete).toBe(false);
-    }
-    const last = await exportRun(served.url, dir);
-    expect(last.code, `${last.stderr} after kills ${JSON.stringify(kills)}`).toBe(0);
-    expect(JSON.parse(last.stdout)).toMatchObject({ complete: true });
-    expect(hashes(dir)).toEqual(hashes(reference));
-    expect(existsSync(join(dir, 'journal.ndjson'))).toBe(false);
-    expect(statSync(join(dir, 'delta.img')).size).toBe(SIZE);
-  });
-
-  it('a resume against another target or change block size exits 2, and the directory stays resumable', {
-    timeout: 60_000,
-  }, async () => {
-    const dir = join(work, 'mismatch');
-    const killed = await exportRun(served.url, dir, [], (child) => {
-      const timer = setInterval(() => {
-        if (journalRecords(dir) >= 2) {
-          clearInterval(timer);
-          child.kill('SIGKILL');
-        }
-      }, 5);
-      child.once('exit', () => clearInterval(timer));
+      expect(killed.signal).toBe('SIGKILL');
+      const target = await exportRun(other.url, dir);
+      expect(target.code, target.stderr).toBe(2);
+      expect(target.stderr).toMatch(/another delta: its device\.path is/);
+      const cbs = await exportRun(served.url, dir, ['--change-block-size', String(2 * CHANGE)]);
+      expect(cbs.code, cbs.stderr).toBe(2);
+      expect(cbs.stderr).toMatch(/its changeBlockSize is 65536, this run's is 131072/);
+      const done = await exportRun(served.url, dir);
+      expect(done.code, done.stderr).toBe(0);
+      expect(hashes(dir)).toEqual(hashes(join(work, 'reference')));
+      // --restart starts over (another change block size is then fine).
+      const restarted = await exportRun(served.url, dir, [
+        '--change-block-size',
+        String(2 * CHANGE),
+        '--restart',
+      ]);
+      expect(restarted.code, restarted.stderr).toBe(0);
+      expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).changeBlockSize).toBe(
+        2 * CHANGE,
+      );
     });
-    expect(killed.signal).toBe('SIGKILL');
-    const target = await exportRun(other.url, dir);
-    expect(target.code, target.stderr).toBe(2);
-    expect(target.stderr).toMatch(/another delta: its device\.path is/);
-    const cbs = await exportRun(served.url, dir, ['--change-block-size', String(2 * CHANGE)]);
-    expect(cbs.code, cbs.stderr).toBe(2);
-    expect(cbs.stderr).toMatch(/its changeBlockSize is 65536, this run's is 131072/);
-    const done = await exportRun(served.url, dir);
-    expect(done.code, done.stderr).toBe(0);
-    expect(hashes(dir)).toEqual(hashes(join(work, 'reference')));
-    // --restart starts over (another change block size is then fine).
-    const restarted = await exportRun(served.url, dir, [
-      '--change-block-size',
-      String(2 * CHANGE),
-      '--restart',
-    ]);
-    expect(restarted.code, restarted.stderr).toBe(0);
-    expect(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')).changeBlockSize).toBe(
-      2 * CHANGE,
-    );
-  });
-});
+  },
+);
