@@ -4,16 +4,13 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { type Simulator, startSimulator } from '../../lib/sim/simulator.js';
+import { describeIf } from '../support/require.js';
 
 const TOOL = '/usr/bin/iscsi-test-cu';
 const have = existsSync(TOOL);
-const env = process.env;
-/** In CI (CI set, as .ci/run does) or with LBA_STATUS_REQUIRE_GUEST=1 a missing tool fails. */
-const required =
-  (env.CI !== undefined && env.CI !== '' && env.CI !== 'false' && env.CI !== '0') ||
-  env.LBA_STATUS_REQUIRE_GUEST === '1';
+// A missing tool skips by hand and fails under CI (test/support/require.ts).
 const missing = `${TOOL} not found: install Debian's libiscsi-bin (bash scripts/setup-system.sh)`;
 
 const entries = readFileSync(join(__dirname, 'iscsi-test-cu.list'), 'utf8')
@@ -83,15 +80,7 @@ afterAll(async () => {
   for (const s of sims) await s.close();
 });
 
-describe.runIf(!have && required)('iscsi-test-cu is required here (CI)', () => {
-  it('is installed', () => {
-    expect.fail(missing);
-  });
-});
-
-if (!have && !required) console.warn(`skipping iscsi-test-cu: ${missing}`);
-
-describe.skipIf(!have)('iscsi-test-cu against the simulator (libiscsi-bin)', () => {
+describeIf('iscsi-test-cu against the simulator (libiscsi-bin)', have ? undefined : missing, () => {
   for (const gls16 of [false, true]) {
     const names = entries.filter((e) => e.gls16 === gls16).map((e) => e.name);
     it(`passes the ${names.length} applicable tests${gls16 ? ' (GET LBA STATUS(16) enabled)' : ''}`, async () => {
